@@ -1,0 +1,133 @@
+//! The crate a sigward policy depends on, alone.
+//!
+//! A policy is a type implementing [`Policy`], exported with [`export_policy!`]:
+//!
+//! ```ignore
+//! use sigward_policy_sdk::{Facet, Policy, Settings, Verdict, export_policy};
+//!
+//! struct DenyDeletes;
+//! impl Policy for DenyDeletes {
+//!     fn evaluate(facet: &Facet, _settings: &Settings) -> Verdict {
+//!         if facet.action.starts_with("Delete") {
+//!             Verdict::deny(format!("{} is not allowed", facet.iam_action))
+//!         } else {
+//!             Verdict::Allow
+//!         }
+//!     }
+//! }
+//! export_policy!(DenyDeletes);
+//! ```
+//!
+//! Built with `cargo build --target wasm32-wasip2 --release`, that is a component sigward
+//! loads. The same rules run natively under `cargo test`: call `evaluate` directly with a
+//! facet from [`testing`] and settings from [`Settings::from_json`].
+
+mod matching;
+mod settings;
+pub mod testing;
+
+pub use matching::{is_read_action, wildcard_match, wildcard_match_ignore_case};
+pub use settings::Settings;
+
+/// The bindings generated from `wit/policy.wit`. Policy authors use the re-exports at the
+/// crate root; the module is public because [`export_policy!`] expands to code that names it.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "policy",
+        pub_export_macro: true,
+        default_bindings_module: "sigward_policy_sdk::bindings",
+        additional_derives: [PartialEq, Eq, Clone],
+    });
+}
+
+/// What sigward understood of one AWS call (the WIT `aws-facet` record).
+pub use bindings::sigward::policy::types::AwsFacet as Facet;
+/// The approvers and prompt of an [`Verdict::Approve`].
+pub use bindings::sigward::policy::types::Approval;
+/// A policy's answer (the WIT `verdict` variant).
+pub use bindings::sigward::policy::types::Verdict;
+
+/// A policy's rules. `evaluate` is called once per request, in a fresh sandbox: nothing a
+/// call stores (statics, caches) is there on the next call.
+pub trait Policy {
+    fn evaluate(facet: &Facet, settings: &Settings) -> Verdict;
+}
+
+impl Verdict {
+    /// Refuse the call; `reason` is shown to the agent.
+    pub fn deny(reason: impl Into<String>) -> Self {
+        Verdict::Deny(reason.into())
+    }
+
+    /// Hold the call for one of `approvers`, who are shown `prompt`.
+    pub fn approve<S: Into<String>>(approvers: impl IntoIterator<Item = S>, prompt: impl Into<String>) -> Self {
+        Verdict::Approve(Approval {
+            approvers: approvers.into_iter().map(Into::into).collect(),
+            prompt: prompt.into(),
+        })
+    }
+
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Verdict::Allow)
+    }
+
+    pub fn is_deny(&self) -> bool {
+        matches!(self, Verdict::Deny(_))
+    }
+
+    pub fn is_approve(&self) -> bool {
+        matches!(self, Verdict::Approve(_))
+    }
+}
+
+impl Facet {
+    /// The IAM action, falling back to `service:action` when sigward left it empty.
+    pub fn iam_action_or_derived(&self) -> String {
+        if self.iam_action.is_empty() {
+            format!("{}:{}", self.service, self.action)
+        } else {
+            self.iam_action.clone()
+        }
+    }
+
+    /// The operation name, falling back to the part of `iam_action` after the colon.
+    pub fn operation(&self) -> &str {
+        if self.action.is_empty() {
+            self.iam_action.split_once(':').map_or("", |(_, op)| op)
+        } else {
+            &self.action
+        }
+    }
+
+    /// "prod (111111111111)" when the operator labelled the account, else "111111111111".
+    pub fn account_label(&self) -> String {
+        match &self.account_name {
+            Some(name) if !name.is_empty() => format!("{name} ({})", self.account),
+            _ => self.account.clone(),
+        }
+    }
+
+    /// The value of the first param called `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Export a [`Policy`] type as the component's `evaluate`.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[doc(hidden)]
+        struct __SigwardPolicyExport;
+
+        impl $crate::bindings::Guest for __SigwardPolicyExport {
+            fn evaluate(facet: $crate::Facet) -> $crate::Verdict {
+                <$policy as $crate::Policy>::evaluate(&facet, &$crate::Settings::from_host())
+            }
+        }
+
+        $crate::bindings::export!(__SigwardPolicyExport);
+    };
+}

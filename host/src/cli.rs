@@ -1,0 +1,71 @@
+//! The command line: `sigward policy {eval,test,bench,list}`.
+//!
+//! Exit codes: 0 success, 1 a test failed, 2 bad input (a one-line error on stderr).
+
+mod policy;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::policy::Limits;
+
+#[derive(Debug, Parser)]
+#[command(name = "sigward", version, about = "A proxy between AI agents and the AWS APIs, with WebAssembly policies.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate, test and benchmark policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Evaluate one policy on one facet and print its verdict as JSON.
+    Eval(policy::EvalArgs),
+    /// Run a file of test cases (facet, settings, expected verdict) against a policy.
+    Test(policy::TestArgs),
+    /// Measure evaluation latency with a fresh sandbox per evaluation, as the proxy runs it.
+    Bench(policy::BenchArgs),
+    /// List the built-in policies and their digests.
+    List,
+}
+
+/// Sandbox limits for one evaluation (the defaults an endpoint gets).
+#[derive(Debug, Clone, Args)]
+struct LimitArgs {
+    /// Memory limit in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().memory_bytes >> 20)]
+    memory_mib: usize,
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = Limits::default().deadline.as_millis() as u64)]
+    deadline_ms: u64,
+    /// Fuel (roughly, WebAssembly instructions) per evaluation.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    fuel: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.memory_mib.saturating_mul(1 << 20),
+            deadline: Duration::from_millis(self.deadline_ms),
+            fuel: self.fuel,
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Policy(PolicyCommand::Eval(args)) => policy::eval(args),
+        Command::Policy(PolicyCommand::Test(args)) => policy::test(args),
+        Command::Policy(PolicyCommand::Bench(args)) => policy::bench(args),
+        Command::Policy(PolicyCommand::List) => policy::list(),
+    }
+}

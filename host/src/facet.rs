@@ -1,0 +1,53 @@
+//! The aws facet: everything a policy is told about one AWS call.
+//!
+//! Its JSON form (used by `sigward policy eval`, policy test cases and the audit log)
+//! uses the WIT field names in snake_case; fields left out are empty.
+
+use serde::{Deserialize, Serialize};
+
+/// What sigward understood of one AWS API call. Mirrors the WIT `aws-facet` record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Facet {
+    /// SigV4 signing name: "s3", "dynamodb", "monitoring" …
+    pub service: String,
+    /// The API operation: "PutItem".
+    pub action: String,
+    /// The IAM permission that authorizes the call: "s3:GetObject" for HeadObject.
+    pub iam_action: String,
+    /// The 12-digit target account.
+    pub account: String,
+    /// The operator's label for the account.
+    pub account_name: Option<String>,
+    pub region: String,
+    /// ARNs the call touches, where the request determines them.
+    pub resources: Vec<String>,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    /// The agent that made the call.
+    pub principal: String,
+    /// The sigward endpoint that received the call.
+    pub endpoint: String,
+    /// Query parameters and top-level scalar request fields, in request order.
+    pub params: Vec<(String, String)>,
+}
+
+impl Facet {
+    /// The facet a freshly loaded policy is smoke-tested with: a harmless read.
+    pub fn smoke() -> Self {
+        Facet {
+            service: "sts".into(),
+            action: "GetCallerIdentity".into(),
+            iam_action: "sts:GetCallerIdentity".into(),
+            account: "000000000000".into(),
+            region: "us-east-1".into(),
+            method: "POST".into(),
+            host: "sts.us-east-1.amazonaws.com".into(),
+            path: "/".into(),
+            principal: "sigward-smoke-test".into(),
+            endpoint: "sigward-smoke-test".into(),
+            ..Facet::default()
+        }
+    }
+}

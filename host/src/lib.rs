@@ -1,0 +1,12 @@
+//! sigward: a proxy between AI agents and the AWS APIs. Each call is understood as an
+//! aws facet ([`facet`]) and judged by WebAssembly policies ([`policy`]).
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod facet;
+pub mod policy;
+
+/// Where this build put its compiled policy components (built-ins and test fixtures).
+/// For tests and tools working from a source checkout; the binary embeds the built-ins.
+pub const BUILT_POLICY_DIR: &str = env!("SIGWARD_POLICY_WASM_DIR");

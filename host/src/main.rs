@@ -1,0 +1,24 @@
+//! The `sigward` binary: parse the command line, start logging, run.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = sigward::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIGWARD_LOG").unwrap_or_else(|_| "sigward=info".into()),
+        )
+        .init();
+    match sigward::cli::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sigward: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

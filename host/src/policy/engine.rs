@@ -1,0 +1,168 @@
+//! The wasmtime engine every policy runs in, tuned for a fresh sandbox per evaluation,
+//! and the cache that compiles each module once per content digest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings;
+use super::evaluate::Sandbox;
+use super::module::{LoadError, LoadedPolicy, ModuleRef, PolicyDigest};
+
+/// How often the epoch advances: the resolution of evaluation deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Sizes of the instance pool, fixed for the engine's lifetime.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The largest linear memory any policy may be given (per-endpoint limits are at most this).
+    pub max_memory_bytes: usize,
+    /// How many evaluations can be in flight at once across all endpoints.
+    pub concurrent_evaluations: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { max_memory_bytes: 64 << 20, concurrent_evaluations: 256 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("could not configure the WebAssembly engine: {0}")]
+    Config(String),
+}
+
+/// A handle to the policy engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<Sandbox>,
+    options: EngineOptions,
+    /// Compiled, pre-instantiated modules by content digest. Kept for the process's
+    /// lifetime: modules are few, and replaying an old verdict needs the old module.
+    compiled: Mutex<HashMap<PolicyDigest, bindings::PolicyPre<Sandbox>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("options", &self.inner.options).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
+        let wasmtime = wasmtime::Engine::new(&config(&options)).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&wasmtime);
+        // WASI interfaces are linked so that components built with a WASI toolchain (Rust
+        // std, Python, JavaScript) instantiate; the context behind them is empty.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+
+        spawn_epoch_ticker(wasmtime.weak());
+        Ok(Self { inner: Arc::new(Inner { wasmtime, linker, options, compiled: Mutex::default() }) })
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.wasmtime
+    }
+
+    /// Read, compile (once per digest) and pre-instantiate a policy module, checking that
+    /// it implements the `sigward:policy` world.
+    pub fn load(&self, module: &ModuleRef) -> Result<Arc<LoadedPolicy>, LoadError> {
+        let bytes = module.read()?;
+        self.load_bytes(module.clone(), &bytes)
+    }
+
+    /// [`Engine::load`] for bytes already in hand.
+    pub fn load_bytes(&self, source: ModuleRef, bytes: &[u8]) -> Result<Arc<LoadedPolicy>, LoadError> {
+        let name = source.name();
+        let digest = PolicyDigest::of(bytes);
+        let cached = self.lock_compiled().get(&digest).cloned();
+        let pre = match cached {
+            Some(pre) => pre,
+            None => {
+                // Compiling takes milliseconds to seconds: never hold the lock meanwhile.
+                let component = Component::new(&self.inner.wasmtime, bytes)
+                    .map_err(|e| LoadError::Compile { name: name.clone(), message: one_line(&e) })?;
+                let instance_pre = self
+                    .inner
+                    .linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| LoadError::NotAPolicy { name: name.clone(), message: one_line(&e) })?;
+                let pre = bindings::PolicyPre::new(instance_pre)
+                    .map_err(|e| LoadError::NotAPolicy { name: name.clone(), message: one_line(&e) })?;
+                self.lock_compiled().entry(digest.clone()).or_insert(pre).clone()
+            }
+        };
+        Ok(Arc::new(LoadedPolicy { name, source, digest, pre, engine: self.clone() }))
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<PolicyDigest, bindings::PolicyPre<Sandbox>>> {
+        // A panic while holding this lock cannot leave the map half-updated (single insert).
+        self.inner.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The settings that make a fresh instance per evaluation cost microseconds, not tens of
+/// them (measured in ../shared/WASMTIME-NOTES.md and by `sigward policy bench`).
+fn config(options: &EngineOptions) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    let slots = options.concurrent_evaluations.max(1);
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(8))
+        .total_memories(slots)
+        .total_tables(slots.saturating_mul(2))
+        .max_memory_size(options.max_memory_bytes)
+        // Without pagemap_scan, keeping memory resident memsets the whole kept range on
+        // every deallocation; with it only dirty pages are reset.
+        .pagemap_scan(Enabled::Yes)
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10);
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        // Explicit bounds checks instead of guard pages and signal handlers: together
+        // these remove an mprotect pair per evaluation for guests whose allocator grows.
+        .signals_based_traps(false)
+        .memory_guard_size(0)
+        .memory_reservation(options.max_memory_bytes as u64);
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped. Holds
+/// only a weak reference so it never keeps an engine alive.
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
+    let spawned = std::thread::Builder::new().name("sigward-epoch".into()).spawn(move || {
+        while let Some(engine) = engine.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without a ticker deadlines never fire; fuel still bounds every evaluation.
+        tracing::error!(error = %e, "could not start the policy deadline ticker; only fuel limits evaluations");
+    }
+}
+
+/// wasmtime's errors can span lines (byte dumps); messages here are one line each.
+fn one_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+}

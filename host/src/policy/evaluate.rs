@@ -1,0 +1,350 @@
+//! One evaluation: a fresh `Store` and instance from the pre-instantiated component, with
+//! a memory limit, a wall-clock deadline (epochs) and fuel, and nothing of the host world
+//! inside — no files, network, environment, real clocks or real randomness. Nothing
+//! survives the call, so a verdict depends only on (module, settings, facet).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::Verdict;
+use super::bindings;
+use super::engine::EPOCH_TICK;
+use super::module::LoadedPolicy;
+use crate::facet::Facet;
+
+/// Per-endpoint limits on one evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory a policy may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time an evaluation may take.
+    #[serde(with = "millis", rename = "deadline_ms")]
+    pub deadline: Duration,
+    /// WebAssembly instructions (roughly) an evaluation may execute.
+    pub fuel: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_bytes: 8 << 20, deadline: Duration::from_millis(10), fuel: 100_000_000 }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().try_into().unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Why an evaluation produced no verdict. Each one is turned into a deny.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Deadline(Duration),
+    Fuel(u64),
+    Memory(usize),
+    Trap(String),
+    Instantiate(String),
+    Malformed(String),
+}
+
+impl Failure {
+    /// A short, stable name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Deadline(_) => "deadline",
+            Failure::Fuel(_) => "fuel",
+            Failure::Memory(_) => "memory",
+            Failure::Trap(_) => "trap",
+            Failure::Instantiate(_) => "instantiate",
+            Failure::Malformed(_) => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Deadline(d) => write!(f, "deadline exceeded after {} ms", d.as_millis()),
+            Failure::Fuel(fuel) => write!(f, "fuel exhausted after {fuel} units"),
+            Failure::Memory(limit) => write!(f, "memory limit of {} exceeded", human_bytes(*limit)),
+            Failure::Trap(message) => write!(f, "trapped: {message}"),
+            Failure::Instantiate(message) => write!(f, "could not be instantiated: {message}"),
+            Failure::Malformed(message) => write!(f, "returned a malformed verdict: {message}"),
+        }
+    }
+}
+
+fn human_bytes(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Verdict strings longer than this are treated as malformed rather than stored.
+const MAX_TEXT: usize = 4096;
+const MAX_APPROVERS: usize = 64;
+/// Table growth beyond this is refused (no sane policy needs it).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// The data of one evaluation's `Store`.
+pub(crate) struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    settings: Arc<str>,
+}
+
+struct Limiter {
+    memory_bytes: usize,
+    memory_exceeded: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bindings::PolicyImports for Sandbox {
+    fn settings(&mut self) -> String {
+        self.settings.to_string()
+    }
+}
+
+impl bindings::sigward::policy::types::Host for Sandbox {}
+
+/// A WASI context with nothing in it: no preopened directories, environment, arguments
+/// or network; stdin empty and output discarded; clocks frozen at the Unix epoch and
+/// "randomness" a fixed sequence, so that evaluations are reproducible.
+fn empty_wasi() -> WasiCtx {
+    WasiCtxBuilder::new()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(FixedSequence(0))
+        .insecure_random(FixedSequence(0))
+        .insecure_random_seed(0)
+        .build()
+}
+
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A deterministic stand-in for randomness (splitmix64 from a fixed seed).
+struct FixedSequence(u64);
+
+impl rand_core::TryRng for FixedSequence {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(self.try_next_u64()? as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Ok(z ^ (z >> 31))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn run(policy: &LoadedPolicy, settings: &Arc<str>, facet: &Facet, limits: &Limits) -> Result<Verdict, Failure> {
+    let sandbox = Sandbox {
+        wasi: empty_wasi(),
+        table: ResourceTable::new(),
+        limiter: Limiter { memory_bytes: limits.memory_bytes, memory_exceeded: false },
+        settings: Arc::clone(settings),
+    };
+    let mut store = Store::new(policy.engine.wasmtime(), sandbox);
+    store.limiter(|s| &mut s.limiter);
+    // Setting fuel cannot fail on an engine configured with consume_fuel (ours always is).
+    store.set_fuel(limits.fuel).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+    store.set_epoch_deadline(deadline_ticks(limits.deadline));
+    store.epoch_deadline_trap();
+
+    let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
+    let params: Vec<(&str, &str)> = facet.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let params = wit_facet(facet, &resources, &params);
+
+    let outcome = policy
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| (e, true))
+        .and_then(|instance| instance.call_evaluate(&mut store, params).map_err(|e| (e, false)));
+    match outcome {
+        Ok(verdict) => validate(verdict),
+        Err((error, instantiating)) => Err(classify(&error, store.data(), limits, instantiating)),
+    }
+}
+
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
+}
+
+fn classify(error: &wasmtime::Error, sandbox: &Sandbox, limits: &Limits, instantiating: bool) -> Failure {
+    // A guest whose allocation was refused aborts with a plain trap: the limiter knows why.
+    if sandbox.limiter.memory_exceeded {
+        return Failure::Memory(limits.memory_bytes);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Deadline(limits.deadline),
+        Some(Trap::OutOfFuel) => Failure::Fuel(limits.fuel),
+        Some(trap) => Failure::Trap(trap.to_string()),
+        None if instantiating => Failure::Instantiate(format!("{error:#}")),
+        None => Failure::Trap(format!("{error:#}")),
+    }
+}
+
+fn validate(verdict: bindings::sigward::policy::types::Verdict) -> Result<Verdict, Failure> {
+    use bindings::sigward::policy::types::Verdict as Wit;
+    let too_long = |what: &str, text: &str| {
+        (text.len() > MAX_TEXT).then(|| Failure::Malformed(format!("{what} longer than {MAX_TEXT} bytes")))
+    };
+    match verdict {
+        Wit::Allow => Ok(Verdict::Allow),
+        Wit::Deny(reason) => {
+            if let Some(failure) = too_long("deny reason", &reason) {
+                return Err(failure);
+            }
+            Ok(Verdict::Deny { reason })
+        }
+        Wit::Approve(approval) => {
+            if approval.approvers.is_empty() {
+                return Err(Failure::Malformed("approve with no approvers".into()));
+            }
+            if approval.approvers.len() > MAX_APPROVERS {
+                return Err(Failure::Malformed(format!("more than {MAX_APPROVERS} approvers")));
+            }
+            if approval.approvers.iter().any(|a| a.trim().is_empty()) {
+                return Err(Failure::Malformed("an approver's name is empty".into()));
+            }
+            for text in approval.approvers.iter().chain([&approval.prompt]) {
+                if let Some(failure) = too_long("approval text", text) {
+                    return Err(failure);
+                }
+            }
+            Ok(Verdict::Approve { approvers: approval.approvers, prompt: approval.prompt })
+        }
+    }
+}
+
+/// Latencies of `n` calls into one instance reused for all of them: the floor a fresh
+/// sandbox per evaluation is measured against. Only for benchmarks — the proxy never
+/// reuses an instance.
+pub fn reused_instance_samples(
+    policy: &LoadedPolicy,
+    settings: &Arc<str>,
+    facet: &Facet,
+    n: usize,
+) -> Result<Vec<u64>, Failure> {
+    let limits = Limits { fuel: u64::MAX / 4, deadline: Duration::from_secs(3600), ..Limits::default() };
+    let sandbox = Sandbox {
+        wasi: empty_wasi(),
+        table: ResourceTable::new(),
+        limiter: Limiter { memory_bytes: limits.memory_bytes, memory_exceeded: false },
+        settings: Arc::clone(settings),
+    };
+    let mut store = Store::new(policy.engine.wasmtime(), sandbox);
+    store.limiter(|s| &mut s.limiter);
+    store.set_fuel(limits.fuel).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+    store.set_epoch_deadline(deadline_ticks(limits.deadline));
+    let instance = policy.pre.instantiate(&mut store).map_err(|e| classify(&e, store.data(), &limits, true))?;
+    let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
+    let params: Vec<(&str, &str)> = facet.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        let verdict = instance
+            .call_evaluate(&mut store, wit_facet(facet, &resources, &params))
+            .map_err(|e| classify(&e, store.data(), &limits, false))?;
+        samples.push(start.elapsed().as_nanos() as u64);
+        validate(verdict)?;
+    }
+    Ok(samples)
+}
+
+fn wit_facet<'a>(
+    facet: &'a Facet,
+    resources: &'a [&'a str],
+    params: &'a [(&'a str, &'a str)],
+) -> bindings::sigward::policy::types::AwsFacet<'a> {
+    bindings::sigward::policy::types::AwsFacet {
+        service: &facet.service,
+        action: &facet.action,
+        iam_action: &facet.iam_action,
+        account: &facet.account,
+        account_name: facet.account_name.as_deref(),
+        region: &facet.region,
+        resources,
+        method: &facet.method,
+        host: &facet.host,
+        path: &facet.path,
+        principal: &facet.principal,
+        endpoint: &facet.endpoint,
+        params,
+    }
+}
