@@ -12,19 +12,37 @@ use std::process::Command;
 const BUILTINS: &[(&str, &str)] = &[("read-only", "read-only"), ("no-secrets", "no-secrets")];
 
 /// Misbehaving policies the engine's tests load (packages `fixture-<name>`).
-const FIXTURES: &[&str] =
-    &["endless-loop", "memory-bomb", "trap", "bad-verdict", "snoop", "counter", "not-a-policy"];
+const FIXTURES: &[&str] = &[
+    "endless-loop",
+    "memory-bomb",
+    "trap",
+    "bad-verdict",
+    "snoop",
+    "counter",
+    "not-a-policy",
+];
 
 fn main() {
-    let host_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let host_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = host_dir.parent().expect("host/ sits in the workspace root");
-    for input in ["policies", "guest-sdk", "wit", "Cargo.lock", ".cargo/config.toml"] {
+    for input in [
+        "policies",
+        "guest-sdk",
+        "wit",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: build beside <profile>.
-    let target_dir = out_dir.ancestors().nth(4).unwrap_or(&out_dir).join("policy-build");
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .unwrap_or(&out_dir)
+        .join("policy-build");
 
     let mut packages: Vec<String> = BUILTINS.iter().map(|(pkg, _)| pkg.to_string()).collect();
     packages.extend(FIXTURES.iter().map(|f| format!("fixture-{f}")));
@@ -32,7 +50,14 @@ fn main() {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--profile", "policy", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "policy",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for pkg in &packages {
         cmd.args(["-p", pkg]);
@@ -56,11 +81,17 @@ fn main() {
     );
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("policy");
-    let mut builtins = String::from("/// Built-in policies: (name after `builtin:`, component bytes).\n");
+    let mut builtins =
+        String::from("/// Built-in policies: (name after `builtin:`, component bytes).\n");
     builtins.push_str("pub const BUILTINS: &[(&str, &[u8])] = &[\n");
     for (pkg, name) in BUILTINS {
         let path = artifact(&wasm_dir, pkg);
-        writeln!(builtins, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            builtins,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     builtins.push_str("];\n");
     std::fs::write(out_dir.join("builtins.rs"), builtins).expect("write builtins.rs");
@@ -68,11 +99,18 @@ fn main() {
     for fixture in FIXTURES {
         artifact(&wasm_dir, &format!("fixture-{fixture}"));
     }
-    println!("cargo:rustc-env=SIGWARD_POLICY_WASM_DIR={}", wasm_dir.display());
+    println!(
+        "cargo:rustc-env=SIGWARD_POLICY_WASM_DIR={}",
+        wasm_dir.display()
+    );
 }
 
 fn artifact(wasm_dir: &Path, package: &str) -> PathBuf {
     let path = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
-    assert!(path.is_file(), "expected {} after building the policies", path.display());
+    assert!(
+        path.is_file(),
+        "expected {} after building the policies",
+        path.display()
+    );
     path
 }

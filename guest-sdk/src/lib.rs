@@ -42,10 +42,10 @@ pub mod bindings {
     });
 }
 
-/// What sigward understood of one AWS call (the WIT `aws-facet` record).
-pub use bindings::sigward::policy::types::AwsFacet as Facet;
 /// The approvers and prompt of an [`Verdict::Approve`].
 pub use bindings::sigward::policy::types::Approval;
+/// What sigward understood of one AWS call (the WIT `aws-facet` record).
+pub use bindings::sigward::policy::types::AwsFacet as Facet;
 /// A policy's answer (the WIT `verdict` variant).
 pub use bindings::sigward::policy::types::Verdict;
 
@@ -62,7 +62,10 @@ impl Verdict {
     }
 
     /// Hold the call for one of `approvers`, who are shown `prompt`.
-    pub fn approve<S: Into<String>>(approvers: impl IntoIterator<Item = S>, prompt: impl Into<String>) -> Self {
+    pub fn approve<S: Into<String>>(
+        approvers: impl IntoIterator<Item = S>,
+        prompt: impl Into<String>,
+    ) -> Self {
         Verdict::Approve(Approval {
             approvers: approvers.into_iter().map(Into::into).collect(),
             prompt: prompt.into(),
@@ -111,7 +114,10 @@ impl Facet {
 
     /// The value of the first param called `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 

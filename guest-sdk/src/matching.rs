@@ -9,7 +9,9 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
 /// [`wildcard_match`] ignoring ASCII case, as IAM compares actions (`s3:getobject`
 /// matches `s3:GetObject`).
 pub fn wildcard_match_ignore_case(pattern: &str, text: &str) -> bool {
-    matches(pattern.as_bytes(), text.as_bytes(), |a, b| a.eq_ignore_ascii_case(&b))
+    matches(pattern.as_bytes(), text.as_bytes(), |a, b| {
+        a.eq_ignore_ascii_case(&b)
+    })
 }
 
 /// Iterative glob with single-star backtracking: linear in practice, never exponential.
@@ -75,14 +77,21 @@ mod tests {
             ("exact", "Exact", false),
         ];
         for (pattern, text, want) in cases {
-            assert_eq!(wildcard_match(pattern, text), want, "{pattern:?} vs {text:?}");
+            assert_eq!(
+                wildcard_match(pattern, text),
+                want,
+                "{pattern:?} vs {text:?}"
+            );
         }
     }
 
     #[test]
     fn action_case_is_ignored_only_when_asked() {
         assert!(wildcard_match_ignore_case("S3:getobject", "s3:GetObject"));
-        assert!(wildcard_match_ignore_case("ssm:getparameter*", "ssm:GetParametersByPath"));
+        assert!(wildcard_match_ignore_case(
+            "ssm:getparameter*",
+            "ssm:GetParametersByPath"
+        ));
         assert!(!wildcard_match("S3:getobject", "s3:GetObject"));
     }
 
@@ -95,10 +104,27 @@ mod tests {
 
     #[test]
     fn read_actions() {
-        for action in ["GetObject", "ListBuckets", "DescribeInstances", "HeadObject", "Head", "s3:GetObject", "ec2:DescribeVpcs"] {
+        for action in [
+            "GetObject",
+            "ListBuckets",
+            "DescribeInstances",
+            "HeadObject",
+            "Head",
+            "s3:GetObject",
+            "ec2:DescribeVpcs",
+        ] {
             assert!(is_read_action(action), "{action}");
         }
-        for action in ["PutObject", "TerminateInstances", "Getaway", "Listen", "Describer", "", "s3:DeleteObject", "BatchGetItem"] {
+        for action in [
+            "PutObject",
+            "TerminateInstances",
+            "Getaway",
+            "Listen",
+            "Describer",
+            "",
+            "s3:DeleteObject",
+            "BatchGetItem",
+        ] {
             assert!(!is_read_action(action), "{action}");
         }
     }

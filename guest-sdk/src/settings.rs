@@ -14,20 +14,28 @@ pub struct Settings {
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings").field("text", &self.text.get()).finish()
+        f.debug_struct("Settings")
+            .field("text", &self.text.get())
+            .finish()
     }
 }
 
 impl Settings {
     /// Settings read through the WIT `settings` import.
     pub fn from_host() -> Self {
-        Self { text: OnceCell::new(), fetch: crate::bindings::settings }
+        Self {
+            text: OnceCell::new(),
+            fetch: crate::bindings::settings,
+        }
     }
 
     /// Settings given directly, for native tests.
     pub fn from_json(text: impl Into<String>) -> Self {
         let text = OnceCell::from(text.into());
-        Self { text, fetch: String::new }
+        Self {
+            text,
+            fetch: String::new,
+        }
     }
 
     /// No settings: `{}`.

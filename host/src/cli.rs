@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::policy::Limits;
 
 #[derive(Debug, Parser)]
-#[command(name = "sigward", version, about = "A proxy between AI agents and the AWS APIs, with WebAssembly policies.")]
+#[command(
+    name = "sigward",
+    version,
+    about = "A proxy between AI agents and the AWS APIs, with WebAssembly policies."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

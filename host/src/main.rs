@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SIGWARD_LOG").unwrap_or_else(|_| "sigward=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SIGWARD_LOG")
+                .unwrap_or_else(|_| "sigward=info".into()),
         )
         .init();
     match sigward::cli::run(cli) {

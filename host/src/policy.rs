@@ -27,7 +27,7 @@ mod bindings {
 pub use engine::{Engine, EngineError};
 pub use evaluate::{Failure, Limits};
 pub use module::{LoadError, LoadedPolicy, ModuleRef, PolicyDigest};
-pub use reload::{EndpointSpec, PolicySpec, Policies, ReloadError};
+pub use reload::{EndpointSpec, Policies, PolicySpec, ReloadError};
 pub use set::{Evaluation, Judgement, PolicySet};
 
 use serde::{Deserialize, Serialize};
@@ -37,13 +37,20 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "verdict", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Verdict {
     Allow,
-    Deny { reason: String },
-    Approve { approvers: Vec<String>, prompt: String },
+    Deny {
+        reason: String,
+    },
+    Approve {
+        approvers: Vec<String>,
+        prompt: String,
+    },
 }
 
 impl Verdict {
     pub fn deny(reason: impl Into<String>) -> Self {
-        Verdict::Deny { reason: reason.into() }
+        Verdict::Deny {
+            reason: reason.into(),
+        }
     }
 
     /// "allow", "deny" or "approve".

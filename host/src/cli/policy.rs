@@ -86,8 +86,16 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             Err(why) => println!("FAIL {}: {why}", result.name),
         }
     }
-    println!("{}: {} passed, {failed} failed", policy.label(), results.len() - failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "{}: {} passed, {failed} failed",
+        policy.label(),
+        results.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -157,15 +165,17 @@ fn load(policy: &str) -> anyhow::Result<Arc<LoadedPolicy>> {
 }
 
 fn settings_text(settings: &str) -> anyhow::Result<Arc<str>> {
-    let value: serde_json::Value =
-        serde_json::from_str(settings).with_context(|| format!("--settings is not valid JSON: {settings:?}"))?;
+    let value: serde_json::Value = serde_json::from_str(settings)
+        .with_context(|| format!("--settings is not valid JSON: {settings:?}"))?;
     Ok(value.to_string().into())
 }
 
 fn read_facet(path: &Path) -> anyhow::Result<Facet> {
     let (text, shown) = if path == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read the facet from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the facet from stdin")?;
         (text, "stdin".to_string())
     } else {
         let text = std::fs::read_to_string(path)

@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::Verdict;
 use super::evaluate::Limits;
 use super::module::LoadedPolicy;
 use super::set::failure_verdict;
-use super::Verdict;
 use crate::facet::Facet;
 
 #[derive(Debug, Deserialize)]
@@ -87,8 +87,14 @@ pub struct CaseResult {
 impl CaseFile {
     pub fn read(path: &Path) -> Result<Self, CasesError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| CasesError::Read { path: shown.clone(), error })?;
-        Self::parse(&text).map_err(|message| CasesError::Parse { path: shown, message })
+        let text = std::fs::read_to_string(path).map_err(|error| CasesError::Read {
+            path: shown.clone(),
+            error,
+        })?;
+        Self::parse(&text).map_err(|message| CasesError::Parse {
+            path: shown,
+            message,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -96,7 +102,10 @@ impl CaseFile {
         match serde_json::from_str::<CaseFile>(text) {
             Ok(file) => Ok(file),
             Err(full_error) => match serde_json::from_str::<CaseFileForm>(text) {
-                Ok(CaseFileForm::List(cases)) => Ok(CaseFile { settings: None, cases }),
+                Ok(CaseFileForm::List(cases)) => Ok(CaseFile {
+                    settings: None,
+                    cases,
+                }),
                 Ok(CaseFileForm::Full(file)) => Ok(file),
                 Err(_) => Err(full_error.to_string()),
             },
@@ -109,11 +118,15 @@ impl CaseFile {
             .iter()
             .map(|case| {
                 let settings = case.settings.as_ref().or(self.settings.as_ref());
-                let settings: Arc<str> = settings.map_or_else(|| "{}".into(), |v| v.to_string().into());
+                let settings: Arc<str> =
+                    settings.map_or_else(|| "{}".into(), |v| v.to_string().into());
                 let verdict = policy
                     .evaluate(&settings, &case.facet, limits)
                     .unwrap_or_else(|failure| failure_verdict(policy, &failure));
-                CaseResult { name: case.name.clone(), outcome: case.expect.check(&verdict) }
+                CaseResult {
+                    name: case.name.clone(),
+                    outcome: case.expect.check(&verdict),
+                }
             })
             .collect()
     }
@@ -143,11 +156,19 @@ impl Expect {
             ("prompt", &self.prompt_contains, prompt, false),
         ];
         for (what, want, actual, exact) in text_checks {
-            let (Some(want), Some(actual)) = (want, actual) else { continue };
-            let ok = if exact { actual == want } else { actual.contains(want.as_str()) };
+            let (Some(want), Some(actual)) = (want, actual) else {
+                continue;
+            };
+            let ok = if exact {
+                actual == want
+            } else {
+                actual.contains(want.as_str())
+            };
             if !ok {
                 let relation = if exact { "to be" } else { "to contain" };
-                return Err(format!("expected {what} {relation} {want:?}, got {actual:?}"));
+                return Err(format!(
+                    "expected {what} {relation} {want:?}, got {actual:?}"
+                ));
             }
         }
         if let (Some(want), Some(actual)) = (&self.approvers, approvers)

@@ -26,7 +26,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { max_memory_bytes: 64 << 20, concurrent_evaluations: 256 }
+        Self {
+            max_memory_bytes: 64 << 20,
+            concurrent_evaluations: 256,
+        }
     }
 }
 
@@ -53,27 +56,48 @@ struct Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("options", &self.inner.options).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
     }
 }
 
 impl Engine {
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
-        let wasmtime = wasmtime::Engine::new(&config(&options)).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let wasmtime = wasmtime::Engine::new(&config(&options))
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&wasmtime);
         // WASI interfaces are linked so that components built with a WASI toolchain (Rust
         // std, Python, JavaScript) instantiate; the context behind them is empty.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
         bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
 
         spawn_epoch_ticker(wasmtime.weak());
-        Ok(Self { inner: Arc::new(Inner { wasmtime, linker, options, compiled: Mutex::default() }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                wasmtime,
+                linker,
+                options,
+                compiled: Mutex::default(),
+            }),
+        })
     }
 
     pub fn options(&self) -> &EngineOptions {
         &self.inner.options
+    }
+
+    /// Whether a module with this digest is already compiled.
+    pub fn is_compiled(&self, digest: &PolicyDigest) -> bool {
+        self.lock_compiled().contains_key(digest)
+    }
+
+    /// How many distinct modules have been compiled.
+    pub fn compiled_count(&self) -> usize {
+        self.lock_compiled().len()
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
@@ -88,7 +112,11 @@ impl Engine {
     }
 
     /// [`Engine::load`] for bytes already in hand.
-    pub fn load_bytes(&self, source: ModuleRef, bytes: &[u8]) -> Result<Arc<LoadedPolicy>, LoadError> {
+    pub fn load_bytes(
+        &self,
+        source: ModuleRef,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedPolicy>, LoadError> {
         let name = source.name();
         let digest = PolicyDigest::of(bytes);
         let cached = self.lock_compiled().get(&digest).cloned();
@@ -96,24 +124,46 @@ impl Engine {
             Some(pre) => pre,
             None => {
                 // Compiling takes milliseconds to seconds: never hold the lock meanwhile.
-                let component = Component::new(&self.inner.wasmtime, bytes)
-                    .map_err(|e| LoadError::Compile { name: name.clone(), message: one_line(&e) })?;
-                let instance_pre = self
-                    .inner
-                    .linker
-                    .instantiate_pre(&component)
-                    .map_err(|e| LoadError::NotAPolicy { name: name.clone(), message: one_line(&e) })?;
-                let pre = bindings::PolicyPre::new(instance_pre)
-                    .map_err(|e| LoadError::NotAPolicy { name: name.clone(), message: one_line(&e) })?;
-                self.lock_compiled().entry(digest.clone()).or_insert(pre).clone()
+                let component = Component::new(&self.inner.wasmtime, bytes).map_err(|e| {
+                    LoadError::Compile {
+                        name: name.clone(),
+                        message: one_line(&e),
+                    }
+                })?;
+                let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+                    LoadError::NotAPolicy {
+                        name: name.clone(),
+                        message: one_line(&e),
+                    }
+                })?;
+                let pre =
+                    bindings::PolicyPre::new(instance_pre).map_err(|e| LoadError::NotAPolicy {
+                        name: name.clone(),
+                        message: one_line(&e),
+                    })?;
+                self.lock_compiled()
+                    .entry(digest.clone())
+                    .or_insert(pre)
+                    .clone()
             }
         };
-        Ok(Arc::new(LoadedPolicy { name, source, digest, pre, engine: self.clone() }))
+        Ok(Arc::new(LoadedPolicy {
+            name,
+            source,
+            digest,
+            pre,
+            engine: self.clone(),
+        }))
     }
 
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<PolicyDigest, bindings::PolicyPre<Sandbox>>> {
+    fn lock_compiled(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PolicyDigest, bindings::PolicyPre<Sandbox>>> {
         // A panic while holding this lock cannot leave the map half-updated (single insert).
-        self.inner.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -149,13 +199,15 @@ fn config(options: &EngineOptions) -> Config {
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped. Holds
 /// only a weak reference so it never keeps an engine alive.
 fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
-    let spawned = std::thread::Builder::new().name("sigward-epoch".into()).spawn(move || {
-        while let Some(engine) = engine.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("sigward-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
     if let Err(e) = spawned {
         // Without a ticker deadlines never fire; fuel still bounds every evaluation.
         tracing::error!(error = %e, "could not start the policy deadline ticker; only fuel limits evaluations");
@@ -164,5 +216,8 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
 
 /// wasmtime's errors can span lines (byte dumps); messages here are one line each.
 fn one_line(error: &wasmtime::Error) -> String {
-    format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+    format!("{error:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }

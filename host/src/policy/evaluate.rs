@@ -33,7 +33,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 8 << 20, deadline: Duration::from_millis(10), fuel: 100_000_000 }
+        Self {
+            memory_bytes: 8 << 20,
+            deadline: Duration::from_millis(100),
+            fuel: 50_000_000,
+        }
     }
 }
 
@@ -119,7 +123,12 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.memory_exceeded = true;
             return Ok(false);
@@ -127,14 +136,22 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -211,29 +228,47 @@ impl rand_core::TryRng for FixedSequence {
     }
 }
 
-pub(crate) fn run(policy: &LoadedPolicy, settings: &Arc<str>, facet: &Facet, limits: &Limits) -> Result<Verdict, Failure> {
+pub(crate) fn run(
+    policy: &LoadedPolicy,
+    settings: &Arc<str>,
+    facet: &Facet,
+    limits: &Limits,
+) -> Result<Verdict, Failure> {
     let sandbox = Sandbox {
         wasi: empty_wasi(),
         table: ResourceTable::new(),
-        limiter: Limiter { memory_bytes: limits.memory_bytes, memory_exceeded: false },
+        limiter: Limiter {
+            memory_bytes: limits.memory_bytes,
+            memory_exceeded: false,
+        },
         settings: Arc::clone(settings),
     };
     let mut store = Store::new(policy.engine.wasmtime(), sandbox);
     store.limiter(|s| &mut s.limiter);
     // Setting fuel cannot fail on an engine configured with consume_fuel (ours always is).
-    store.set_fuel(limits.fuel).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+    store
+        .set_fuel(limits.fuel)
+        .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
     store.set_epoch_deadline(deadline_ticks(limits.deadline));
     store.epoch_deadline_trap();
 
     let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
-    let params: Vec<(&str, &str)> = facet.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let params: Vec<(&str, &str)> = facet
+        .params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let params = wit_facet(facet, &resources, &params);
 
     let outcome = policy
         .pre
         .instantiate(&mut store)
         .map_err(|e| (e, true))
-        .and_then(|instance| instance.call_evaluate(&mut store, params).map_err(|e| (e, false)));
+        .and_then(|instance| {
+            instance
+                .call_evaluate(&mut store, params)
+                .map_err(|e| (e, false))
+        });
     match outcome {
         Ok(verdict) => validate(verdict),
         Err((error, instantiating)) => Err(classify(&error, store.data(), limits, instantiating)),
@@ -242,10 +277,17 @@ pub(crate) fn run(policy: &LoadedPolicy, settings: &Arc<str>, facet: &Facet, lim
 
 fn deadline_ticks(deadline: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos().max(1);
-    u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
+    u64::try_from(deadline.as_nanos().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
-fn classify(error: &wasmtime::Error, sandbox: &Sandbox, limits: &Limits, instantiating: bool) -> Failure {
+fn classify(
+    error: &wasmtime::Error,
+    sandbox: &Sandbox,
+    limits: &Limits,
+    instantiating: bool,
+) -> Failure {
     // A guest whose allocation was refused aborts with a plain trap: the limiter knows why.
     if sandbox.limiter.memory_exceeded {
         return Failure::Memory(limits.memory_bytes);
@@ -262,7 +304,8 @@ fn classify(error: &wasmtime::Error, sandbox: &Sandbox, limits: &Limits, instant
 fn validate(verdict: bindings::sigward::policy::types::Verdict) -> Result<Verdict, Failure> {
     use bindings::sigward::policy::types::Verdict as Wit;
     let too_long = |what: &str, text: &str| {
-        (text.len() > MAX_TEXT).then(|| Failure::Malformed(format!("{what} longer than {MAX_TEXT} bytes")))
+        (text.len() > MAX_TEXT)
+            .then(|| Failure::Malformed(format!("{what} longer than {MAX_TEXT} bytes")))
     };
     match verdict {
         Wit::Allow => Ok(Verdict::Allow),
@@ -277,7 +320,9 @@ fn validate(verdict: bindings::sigward::policy::types::Verdict) -> Result<Verdic
                 return Err(Failure::Malformed("approve with no approvers".into()));
             }
             if approval.approvers.len() > MAX_APPROVERS {
-                return Err(Failure::Malformed(format!("more than {MAX_APPROVERS} approvers")));
+                return Err(Failure::Malformed(format!(
+                    "more than {MAX_APPROVERS} approvers"
+                )));
             }
             if approval.approvers.iter().any(|a| a.trim().is_empty()) {
                 return Err(Failure::Malformed("an approver's name is empty".into()));
@@ -287,7 +332,10 @@ fn validate(verdict: bindings::sigward::policy::types::Verdict) -> Result<Verdic
                     return Err(failure);
                 }
             }
-            Ok(Verdict::Approve { approvers: approval.approvers, prompt: approval.prompt })
+            Ok(Verdict::Approve {
+                approvers: approval.approvers,
+                prompt: approval.prompt,
+            })
         }
     }
 }
@@ -301,20 +349,36 @@ pub fn reused_instance_samples(
     facet: &Facet,
     n: usize,
 ) -> Result<Vec<u64>, Failure> {
-    let limits = Limits { fuel: u64::MAX / 4, deadline: Duration::from_secs(3600), ..Limits::default() };
+    let limits = Limits {
+        fuel: u64::MAX / 4,
+        deadline: Duration::from_secs(3600),
+        ..Limits::default()
+    };
     let sandbox = Sandbox {
         wasi: empty_wasi(),
         table: ResourceTable::new(),
-        limiter: Limiter { memory_bytes: limits.memory_bytes, memory_exceeded: false },
+        limiter: Limiter {
+            memory_bytes: limits.memory_bytes,
+            memory_exceeded: false,
+        },
         settings: Arc::clone(settings),
     };
     let mut store = Store::new(policy.engine.wasmtime(), sandbox);
     store.limiter(|s| &mut s.limiter);
-    store.set_fuel(limits.fuel).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+    store
+        .set_fuel(limits.fuel)
+        .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
     store.set_epoch_deadline(deadline_ticks(limits.deadline));
-    let instance = policy.pre.instantiate(&mut store).map_err(|e| classify(&e, store.data(), &limits, true))?;
+    let instance = policy
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| classify(&e, store.data(), &limits, true))?;
     let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
-    let params: Vec<(&str, &str)> = facet.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let params: Vec<(&str, &str)> = facet
+        .params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let start = std::time::Instant::now();

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::Verdict;
 use super::bindings;
 use super::engine::Engine;
 use super::evaluate::{self, Failure, Limits, Sandbox};
-use super::Verdict;
 use crate::facet::Facet;
 
 mod builtin {
@@ -88,9 +88,10 @@ impl ModuleRef {
     pub fn name(&self) -> String {
         match self {
             ModuleRef::Builtin(name) => name.clone(),
-            ModuleRef::File(path) => {
-                path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
-            }
+            ModuleRef::File(path) => path.file_stem().map_or_else(
+                || path.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            ),
         }
     }
 
@@ -102,11 +103,19 @@ impl ModuleRef {
                 .map(|(_, bytes)| Cow::Borrowed(*bytes))
                 .ok_or_else(|| LoadError::UnknownBuiltin {
                     name: name.clone(),
-                    known: builtin_names().map(|n| format!("builtin:{n}")).collect::<Vec<_>>().join(", "),
+                    known: builtin_names()
+                        .map(|n| format!("builtin:{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }),
-            ModuleRef::File(path) => std::fs::read(path)
-                .map(Cow::Owned)
-                .map_err(|error| LoadError::Read { path: path.clone(), error }),
+            ModuleRef::File(path) => {
+                std::fs::read(path)
+                    .map(Cow::Owned)
+                    .map_err(|error| LoadError::Read {
+                        path: path.clone(),
+                        error,
+                    })
+            }
         }
     }
 }
@@ -125,7 +134,10 @@ pub enum LoadError {
     #[error("unknown built-in policy builtin:{name} (known: {known})")]
     UnknownBuiltin { name: String, known: String },
     #[error("cannot read policy module {}: {error}", path.display())]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("policy {name} is not a valid WebAssembly component: {message}")]
     Compile { name: String, message: String },
     #[error("policy {name} does not implement the sigward:policy world: {message}")]
@@ -154,7 +166,12 @@ impl fmt::Debug for LoadedPolicy {
 impl LoadedPolicy {
     /// Evaluate in a fresh sandbox. `settings` is the JSON text the policy's `settings`
     /// import returns.
-    pub fn evaluate(&self, settings: &Arc<str>, facet: &Facet, limits: &Limits) -> Result<Verdict, Failure> {
+    pub fn evaluate(
+        &self,
+        settings: &Arc<str>,
+        facet: &Facet,
+        limits: &Limits,
+    ) -> Result<Verdict, Failure> {
         evaluate::run(self, settings, facet, limits)
     }
 

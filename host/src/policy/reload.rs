@@ -43,13 +43,31 @@ pub enum ReloadError {
     #[error("endpoint {endpoint}: {error}")]
     Load { endpoint: String, error: LoadError },
     #[error("endpoint {endpoint}: policy {policy} failed its smoke evaluation: {failure}")]
-    Smoke { endpoint: String, policy: String, failure: Failure },
+    Smoke {
+        endpoint: String,
+        policy: String,
+        failure: Failure,
+    },
     #[error("endpoint {endpoint}: policy {policy}: {error}")]
-    CasesFile { endpoint: String, policy: String, error: CasesError },
+    CasesFile {
+        endpoint: String,
+        policy: String,
+        error: CasesError,
+    },
     #[error("endpoint {endpoint}: policy {policy} failed its own cases: {failures}")]
-    Cases { endpoint: String, policy: String, failures: String },
-    #[error("endpoint {endpoint}: memory limit {limit} bytes is above the engine's maximum of {max} bytes")]
-    Limits { endpoint: String, limit: usize, max: usize },
+    Cases {
+        endpoint: String,
+        policy: String,
+        failures: String,
+    },
+    #[error(
+        "endpoint {endpoint}: memory limit {limit} bytes is above the engine's maximum of {max} bytes"
+    )]
+    Limits {
+        endpoint: String,
+        limit: usize,
+        max: usize,
+    },
     #[error("could not read the policy configuration: {0}")]
     Source(String),
 }
@@ -80,7 +98,10 @@ impl Policies {
     pub fn new(engine: Engine, specs: &[EndpointSpec]) -> Result<Self, ReloadError> {
         let mut snapshot = build(&engine, specs)?;
         snapshot.generation = 1;
-        Ok(Self { engine, current: ArcSwap::from_pointee(snapshot) })
+        Ok(Self {
+            engine,
+            current: ArcSwap::from_pointee(snapshot),
+        })
     }
 
     /// The current sets. Hold the `Arc` for the whole of a request: a reload meanwhile
@@ -101,14 +122,20 @@ impl Policies {
 
     /// [`Policies::reload`] that logs its outcome, for watchers and SIGHUP.
     pub fn reload_logged(&self, specs: Result<Vec<EndpointSpec>, String>) {
-        let result = specs.map_err(ReloadError::Source).and_then(|specs| self.reload(&specs));
+        let result = specs
+            .map_err(ReloadError::Source)
+            .and_then(|specs| self.reload(&specs));
         match result {
             Ok(generation) => {
                 let current = self.current();
                 let digests: Vec<String> = current
                     .sets
                     .values()
-                    .flat_map(|set| set.entries.iter().map(|e| format!("{}={}", e.policy.name, e.policy.digest)))
+                    .flat_map(|set| {
+                        set.entries
+                            .iter()
+                            .map(|e| format!("{}={}", e.policy.name, e.policy.digest))
+                    })
                     .collect();
                 tracing::info!(generation, policies = ?digests, "policy sets reloaded");
             }
@@ -124,7 +151,10 @@ fn build(engine: &Engine, specs: &[EndpointSpec]) -> Result<Snapshot, ReloadErro
     for spec in specs {
         sets.insert(spec.name.clone(), Arc::new(build_set(engine, spec)?));
     }
-    Ok(Snapshot { generation: 0, sets })
+    Ok(Snapshot {
+        generation: 0,
+        sets,
+    })
 }
 
 /// Load, smoke-test and case-test one endpoint's policies.
@@ -132,21 +162,31 @@ pub fn build_set(engine: &Engine, spec: &EndpointSpec) -> Result<PolicySet, Relo
     let endpoint = &spec.name;
     let max = engine.options().max_memory_bytes;
     if spec.limits.memory_bytes > max {
-        return Err(ReloadError::Limits { endpoint: endpoint.clone(), limit: spec.limits.memory_bytes, max });
+        return Err(ReloadError::Limits {
+            endpoint: endpoint.clone(),
+            limit: spec.limits.memory_bytes,
+            max,
+        });
     }
     let mut entries = Vec::with_capacity(spec.policies.len());
     for policy_spec in &spec.policies {
         let module = ModuleRef::parse(&policy_spec.module);
-        let policy = engine
-            .load(&module)
-            .map_err(|error| ReloadError::Load { endpoint: endpoint.clone(), error })?;
-        let settings: Arc<str> = policy_spec.settings.as_ref().map_or_else(|| "{}".into(), |v| v.to_string().into());
-
-        policy.evaluate(&settings, &Facet::smoke(), &spec.limits).map_err(|failure| ReloadError::Smoke {
+        let policy = engine.load(&module).map_err(|error| ReloadError::Load {
             endpoint: endpoint.clone(),
-            policy: policy.label(),
-            failure,
+            error,
         })?;
+        let settings: Arc<str> = policy_spec
+            .settings
+            .as_ref()
+            .map_or_else(|| "{}".into(), |v| v.to_string().into());
+
+        policy
+            .evaluate(&settings, &Facet::smoke(), &spec.limits)
+            .map_err(|failure| ReloadError::Smoke {
+                endpoint: endpoint.clone(),
+                policy: policy.label(),
+                failure,
+            })?;
 
         if let Some(cases_path) = own_cases_path(&module).filter(|p| p.is_file()) {
             let cases = CaseFile::read(&cases_path).map_err(|error| ReloadError::CasesFile {
@@ -169,7 +209,11 @@ pub fn build_set(engine: &Engine, spec: &EndpointSpec) -> Result<PolicySet, Relo
         }
         entries.push(Entry { policy, settings });
     }
-    Ok(PolicySet::new(endpoint.clone(), entries, spec.limits.clone()))
+    Ok(PolicySet::new(
+        endpoint.clone(),
+        entries,
+        spec.limits.clone(),
+    ))
 }
 
 /// A file module's own test cases: `policy.wasm` → `policy.cases.json`.
@@ -227,43 +271,57 @@ where
     let wanted: Vec<PathBuf> = files.iter().map(|f| absolute(f)).collect();
     let file_trigger = trigger.clone();
     let wanted_in_handler = wanted.clone();
-    let mut file_watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if event.kind.is_access() {
-            return;
-        }
-        if event.paths.iter().any(|p| wanted_in_handler.contains(&absolute(p))) {
-            let _ = file_trigger.send("file change");
-        }
-    })
-    .map_err(std::io::Error::other)?;
+    let mut file_watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if event.kind.is_access() {
+                return;
+            }
+            if event
+                .paths
+                .iter()
+                .any(|p| wanted_in_handler.contains(&absolute(p)))
+            {
+                let _ = file_trigger.send("file change");
+            }
+        })
+        .map_err(std::io::Error::other)?;
     let mut dirs: Vec<&Path> = wanted.iter().filter_map(|f| f.parent()).collect();
     dirs.sort();
     dirs.dedup();
     for dir in dirs {
-        file_watcher.watch(dir, notify::RecursiveMode::NonRecursive).map_err(std::io::Error::other)?;
+        file_watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(std::io::Error::other)?;
     }
 
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     let signal_handle = signals.handle();
-    std::thread::Builder::new().name("sigward-sighup".into()).spawn(move || {
-        for _ in signals.forever() {
-            if trigger.send("SIGHUP").is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("sigward-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if trigger.send("SIGHUP").is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
 
-    std::thread::Builder::new().name("sigward-reload".into()).spawn(move || {
-        while let Ok(cause) = triggered.recv() {
-            std::thread::sleep(SETTLE);
-            while triggered.try_recv().is_ok() {}
-            tracing::info!(cause, "reloading policy sets");
-            policies.reload_logged(specs());
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("sigward-reload".into())
+        .spawn(move || {
+            while let Ok(cause) = triggered.recv() {
+                std::thread::sleep(SETTLE);
+                while triggered.try_recv().is_ok() {}
+                tracing::info!(cause, "reloading policy sets");
+                policies.reload_logged(specs());
+            }
+        })?;
 
-    Ok(Watcher { _files: file_watcher, _signals: signal_handle })
+    Ok(Watcher {
+        _files: file_watcher,
+        _signals: signal_handle,
+    })
 }
 
 fn absolute(path: &Path) -> PathBuf {

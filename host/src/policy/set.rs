@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::Verdict;
 use super::evaluate::{Failure, Limits};
 use super::module::{LoadedPolicy, PolicyDigest};
-use super::Verdict;
 use crate::facet::Facet;
 
 /// One policy of a set with the settings the operator gave it.
@@ -56,15 +56,25 @@ impl Judgement {
 
 impl PolicySet {
     pub fn new(endpoint: impl Into<String>, entries: Vec<Entry>, limits: Limits) -> Self {
-        Self { endpoint: endpoint.into(), entries, limits }
+        Self {
+            endpoint: endpoint.into(),
+            entries,
+            limits,
+        }
     }
 
     /// Evaluate every policy in order, each in its own fresh sandbox. A deny ends the
     /// walk: nothing after it could change the outcome.
     pub fn judge(&self, facet: &Facet) -> Judgement {
         if self.entries.is_empty() {
-            let reason = format!("endpoint {} has no policies, so nothing is allowed", self.endpoint);
-            return Judgement { verdict: Verdict::deny(reason), evaluations: Vec::new() };
+            let reason = format!(
+                "endpoint {} has no policies, so nothing is allowed",
+                self.endpoint
+            );
+            return Judgement {
+                verdict: Verdict::deny(reason),
+                evaluations: Vec::new(),
+            };
         }
 
         let mut evaluations = Vec::with_capacity(self.entries.len());
@@ -81,9 +91,15 @@ impl PolicySet {
                         format!("denied by policy {}: {reason}", evaluation.policy)
                     };
                     evaluations.push(evaluation);
-                    return Judgement { verdict: Verdict::Deny { reason }, evaluations };
+                    return Judgement {
+                        verdict: Verdict::Deny { reason },
+                        evaluations,
+                    };
                 }
-                Verdict::Approve { approvers: more, prompt } => {
+                Verdict::Approve {
+                    approvers: more,
+                    prompt,
+                } => {
                     for approver in more {
                         if !approvers.contains(approver) {
                             approvers.push(approver.clone());
@@ -100,9 +116,15 @@ impl PolicySet {
         let verdict = if approvers.is_empty() {
             Verdict::Allow
         } else {
-            Verdict::Approve { approvers, prompt: prompts.join("; ") }
+            Verdict::Approve {
+                approvers,
+                prompt: prompts.join("; "),
+            }
         };
-        Judgement { verdict, evaluations }
+        Judgement {
+            verdict,
+            evaluations,
+        }
     }
 }
 
@@ -112,7 +134,12 @@ fn evaluate_one(entry: &Entry, facet: &Facet, limits: &Limits) -> Evaluation {
         Ok(verdict) => (verdict, None),
         Err(failure) => (failure_verdict(policy, &failure), Some(failure.kind())),
     };
-    Evaluation { policy: policy.name.clone(), digest: policy.digest.clone(), verdict, failure }
+    Evaluation {
+        policy: policy.name.clone(),
+        digest: policy.digest.clone(),
+        verdict,
+        failure,
+    }
 }
 
 /// The deny a failed evaluation turns into: "policy no-secrets@1a2b3c4d: deadline exceeded after 10 ms".

@@ -2,7 +2,9 @@
 //! read-only agent could otherwise use to walk off with credentials. Everything else is
 //! allowed (pair it with `builtin:read-only`). No settings.
 
-use sigward_policy_sdk::{Facet, Policy, Settings, Verdict, export_policy, wildcard_match_ignore_case};
+use sigward_policy_sdk::{
+    Facet, Policy, Settings, Verdict, export_policy, wildcard_match_ignore_case,
+};
 
 /// IAM actions (IAM wildcards, compared ignoring case) whose response carries a secret.
 pub const SECRET_READS: &[&str] = &[
@@ -21,7 +23,10 @@ pub struct NoSecrets;
 impl Policy for NoSecrets {
     fn evaluate(facet: &Facet, _settings: &Settings) -> Verdict {
         let action = facet.iam_action_or_derived();
-        if SECRET_READS.iter().any(|pattern| wildcard_match_ignore_case(pattern, &action)) {
+        if SECRET_READS
+            .iter()
+            .any(|pattern| wildcard_match_ignore_case(pattern, &action))
+        {
             Verdict::deny(format!("{action} in account {}", facet.account_label()))
         } else {
             Verdict::Allow
@@ -79,14 +84,22 @@ mod tests {
     fn every_secret_read_is_denied_naming_the_action() {
         for action in DENIED {
             let verdict = evaluate::<NoSecrets>(&facet(action), "{}");
-            assert_eq!(verdict, Verdict::deny(format!("{action} in account 111111111111")), "{action}");
+            assert_eq!(
+                verdict,
+                Verdict::deny(format!("{action} in account 111111111111")),
+                "{action}"
+            );
         }
     }
 
     #[test]
     fn everything_else_is_allowed() {
         for action in ALLOWED {
-            assert_eq!(evaluate::<NoSecrets>(&facet(action), "{}"), Verdict::Allow, "{action}");
+            assert_eq!(
+                evaluate::<NoSecrets>(&facet(action), "{}"),
+                Verdict::Allow,
+                "{action}"
+            );
         }
     }
 

@@ -68,7 +68,11 @@ mod tests {
             "dynamodb:GetItem",
             "secretsmanager:GetSecretValue", // read-only alone allows it: no-secrets is the pair
         ] {
-            assert_eq!(evaluate::<ReadOnly>(&facet(action), "{}"), Verdict::Allow, "{action}");
+            assert_eq!(
+                evaluate::<ReadOnly>(&facet(action), "{}"),
+                Verdict::Allow,
+                "{action}"
+            );
         }
     }
 
@@ -83,9 +87,17 @@ mod tests {
 
     #[test]
     fn mutations_wait_for_default_approvers() {
-        for action in ["ec2:TerminateInstances", "s3:PutObject", "dynamodb:DeleteTable", "iam:CreateUser", "sts:AssumeRole"] {
+        for action in [
+            "ec2:TerminateInstances",
+            "s3:PutObject",
+            "dynamodb:DeleteTable",
+            "iam:CreateUser",
+            "sts:AssumeRole",
+        ] {
             let verdict = evaluate::<ReadOnly>(&facet(action), "{}");
-            let Verdict::Approve(approval) = verdict else { panic!("{action}: {verdict:?}") };
+            let Verdict::Approve(approval) = verdict else {
+                panic!("{action}: {verdict:?}")
+            };
             assert_eq!(approval.approvers, ["oncall"]);
             assert!(approval.prompt.contains(action), "{}", approval.prompt);
         }
@@ -97,7 +109,9 @@ mod tests {
         f.account_name = Some("prod".into());
         f.principal = "claude".into();
         f.resources = vec!["arn:aws:ec2:us-east-1:111111111111:instance/i-0abc".into()];
-        let Verdict::Approve(approval) = evaluate::<ReadOnly>(&f, r#"{"approvers":["alice","bob"]}"#) else {
+        let Verdict::Approve(approval) =
+            evaluate::<ReadOnly>(&f, r#"{"approvers":["alice","bob"]}"#)
+        else {
             panic!("expected approve")
         };
         assert_eq!(approval.approvers, ["alice", "bob"]);
@@ -109,16 +123,32 @@ mod tests {
 
     #[test]
     fn prompt_without_name_uses_account_id() {
-        let Verdict::Approve(approval) = evaluate::<ReadOnly>(&facet("s3:DeleteBucket"), "{}") else { panic!() };
-        assert_eq!(approval.prompt, "in account 111111111111: agent wants s3:DeleteBucket");
+        let Verdict::Approve(approval) = evaluate::<ReadOnly>(&facet("s3:DeleteBucket"), "{}")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            approval.prompt,
+            "in account 111111111111: agent wants s3:DeleteBucket"
+        );
     }
 
     #[test]
     fn bad_settings_fail_closed() {
-        for settings in [r#"{"approver":["x"]}"#, r#"{"approvers":"x"}"#, "not json", r#"{"approvers":[]}"#] {
+        for settings in [
+            r#"{"approver":["x"]}"#,
+            r#"{"approvers":"x"}"#,
+            "not json",
+            r#"{"approvers":[]}"#,
+        ] {
             let verdict = evaluate::<ReadOnly>(&facet("s3:PutObject"), settings);
-            let Verdict::Deny(reason) = verdict else { panic!("{settings}: {verdict:?}") };
-            assert!(reason.starts_with("read-only: invalid settings"), "{reason}");
+            let Verdict::Deny(reason) = verdict else {
+                panic!("{settings}: {verdict:?}")
+            };
+            assert!(
+                reason.starts_with("read-only: invalid settings"),
+                "{reason}"
+            );
         }
     }
 }

@@ -1,0 +1,7 @@
+//! Integration tests of the sigward binary and library, against real policy components
+//! compiled from `policies/` by the host's build script. One binary, one module per area.
+
+mod cli;
+mod engine;
+mod reload;
+mod support;
