@@ -91,7 +91,7 @@ fn main() {
             "    ({name:?}, include_bytes!({:?})),",
             path.display().to_string()
         )
-        .unwrap();
+        .expect("writing to a String cannot fail");
     }
     builtins.push_str("];\n");
     std::fs::write(out_dir.join("builtins.rs"), builtins).expect("write builtins.rs");

@@ -21,8 +21,21 @@
 //! Built with `cargo build --target wasm32-wasip2 --release`, that is a component sigward
 //! loads. The same rules run natively under `cargo test`: call `evaluate` directly with a
 //! facet from [`testing`] and settings from [`Settings::from_json`].
+//!
+//! Policies are `no_std` (with `alloc`): start the crate with
+//! `#![cfg_attr(not(test), no_std)]` and `use sigward_policy_sdk::prelude::*;`. The SDK
+//! provides the allocator and panic handler. A policy that needs std enables the SDK's
+//! `std` feature instead, at a cost of a few microseconds per evaluation.
+
+#![no_std]
+
+extern crate alloc;
+#[cfg(any(feature = "std", not(target_arch = "wasm32")))]
+extern crate std;
 
 mod matching;
+#[cfg(all(target_arch = "wasm32", not(feature = "std")))]
+mod runtime;
 mod settings;
 pub mod testing;
 
@@ -44,6 +57,22 @@ pub mod bindings {
 
 /// The approvers and prompt of an [`Verdict::Approve`].
 pub use bindings::sigward::policy::types::Approval;
+/// Everything a policy usually needs, including the `alloc` types a `no_std` crate lacks.
+pub mod prelude {
+    pub use crate::{
+        Approval, Facet, Policy, Settings, Verdict, export_policy, is_read_action, wildcard_match,
+        wildcard_match_ignore_case,
+    };
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec::Vec;
+    pub use alloc::{format, vec};
+}
+
+use alloc::format;
+use alloc::string::String;
+
 /// What sigward understood of one AWS call (the WIT `aws-facet` record).
 pub use bindings::sigward::policy::types::AwsFacet as Facet;
 /// A policy's answer (the WIT `verdict` variant).

@@ -55,6 +55,7 @@ pub fn is_read_action(action: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
 
     #[test]
     fn wildcards() {

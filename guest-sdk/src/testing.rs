@@ -1,6 +1,10 @@
 //! A native test harness: build facets in one line and run a policy's rules under
 //! `cargo test`, without building WebAssembly.
 
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
 use crate::{Facet, Policy, Settings, Verdict};
 
 /// A facet for `iam_action` (`"ec2:TerminateInstances"`) in account 111111111111,

@@ -17,9 +17,19 @@ fn main() -> ExitCode {
         .init();
     match sigward::cli::run(cli) {
         Ok(code) => code,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sigward: error: {error:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Output cut short by its reader (`sigward … | head`) is not an error.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -1,6 +1,6 @@
 //! `sigward policy …`: the tools policy authors use.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +11,14 @@ use clap::Args;
 use serde_json::json;
 
 use super::LimitArgs;
+
+/// `println!` that returns an error instead of panicking when stdout is closed
+/// (`sigward … | head`); `main` exits quietly on a broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
 use crate::facet::Facet;
 use crate::policy::cases::CaseFile;
 use crate::policy::engine::EngineOptions;
@@ -71,7 +79,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let mut out = serde_json::to_value(&verdict)?;
     out["policy"] = json!(policy.name);
     out["digest"] = json!(policy.digest);
-    println!("{out}");
+    outln!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -82,11 +90,11 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let failed = results.iter().filter(|r| r.outcome.is_err()).count();
     for result in &results {
         match &result.outcome {
-            Ok(()) => println!("ok   {}", result.name),
-            Err(why) => println!("FAIL {}: {why}", result.name),
+            Ok(()) => outln!("ok   {}", result.name),
+            Err(why) => outln!("FAIL {}: {why}", result.name),
         }
     }
-    println!(
+    outln!(
         "{}: {} passed, {failed} failed",
         policy.label(),
         results.len() - failed
@@ -124,6 +132,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut samples = fresh(iterations)?;
     let elapsed = started.elapsed();
 
+    let (_, fuel) = evaluate::run_metered(&policy, &settings, &facet, &limits);
     let mut floor = evaluate::reused_instance_samples(&policy, &settings, &facet, iterations)
         .map_err(|failure| anyhow::anyhow!("policy {}: {failure}", policy.label()))?;
 
@@ -134,10 +143,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "p50_ns": percentile(&mut samples, 50.0),
         "p99_ns": percentile(&mut samples, 99.0),
         "evals_per_sec": (iterations as f64 / elapsed.as_secs_f64()).round() as u64,
+        "fuel_per_eval": fuel,
         "reused_instance_p50_ns": percentile(&mut floor, 50.0),
         "reused_instance_p99_ns": percentile(&mut floor, 99.0),
     });
-    println!("{out}");
+    outln!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -145,7 +155,7 @@ pub fn list() -> anyhow::Result<ExitCode> {
     let engine = engine()?;
     for name in builtin_names() {
         let policy = engine.load(&ModuleRef::Builtin(name.to_string()))?;
-        println!("builtin:{name}\t{}", policy.digest);
+        outln!("builtin:{name}\t{}", policy.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

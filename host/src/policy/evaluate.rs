@@ -94,9 +94,9 @@ impl fmt::Display for Failure {
 }
 
 fn human_bytes(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)
     } else {
         format!("{bytes} bytes")
@@ -234,6 +234,48 @@ pub(crate) fn run(
     facet: &Facet,
     limits: &Limits,
 ) -> Result<Verdict, Failure> {
+    run_metered(policy, settings, facet, limits).0
+}
+
+/// [`run`], also returning the fuel the evaluation consumed (instantiation included).
+pub fn run_metered(
+    policy: &LoadedPolicy,
+    settings: &Arc<str>,
+    facet: &Facet,
+    limits: &Limits,
+) -> (Result<Verdict, Failure>, u64) {
+    let mut store = match new_store(policy, settings, limits) {
+        Ok(store) => store,
+        Err(failure) => return (Err(failure), 0),
+    };
+    let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
+    let params: Vec<(&str, &str)> = facet
+        .params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let outcome = policy
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| (e, true))
+        .and_then(|instance| {
+            instance
+                .call_evaluate(&mut store, wit_facet(facet, &resources, &params))
+                .map_err(|e| (e, false))
+        });
+    let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    let verdict = match outcome {
+        Ok(verdict) => validate(verdict),
+        Err((error, instantiating)) => Err(classify(&error, store.data(), limits, instantiating)),
+    };
+    (verdict, fuel)
+}
+
+fn new_store(
+    policy: &LoadedPolicy,
+    settings: &Arc<str>,
+    limits: &Limits,
+) -> Result<Store<Sandbox>, Failure> {
     let sandbox = Sandbox {
         wasi: empty_wasi(),
         table: ResourceTable::new(),
@@ -245,34 +287,13 @@ pub(crate) fn run(
     };
     let mut store = Store::new(policy.engine.wasmtime(), sandbox);
     store.limiter(|s| &mut s.limiter);
-    // Setting fuel cannot fail on an engine configured with consume_fuel (ours always is).
+    // Cannot fail: the engine is always configured with consume_fuel.
     store
         .set_fuel(limits.fuel)
         .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
     store.set_epoch_deadline(deadline_ticks(limits.deadline));
     store.epoch_deadline_trap();
-
-    let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
-    let params: Vec<(&str, &str)> = facet
-        .params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let params = wit_facet(facet, &resources, &params);
-
-    let outcome = policy
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| (e, true))
-        .and_then(|instance| {
-            instance
-                .call_evaluate(&mut store, params)
-                .map_err(|e| (e, false))
-        });
-    match outcome {
-        Ok(verdict) => validate(verdict),
-        Err((error, instantiating)) => Err(classify(&error, store.data(), limits, instantiating)),
-    }
+    Ok(store)
 }
 
 fn deadline_ticks(deadline: Duration) -> u64 {
@@ -340,39 +361,22 @@ fn validate(verdict: bindings::sigward::policy::types::Verdict) -> Result<Verdic
     }
 }
 
-/// Latencies of `n` calls into one instance reused for all of them: the floor a fresh
-/// sandbox per evaluation is measured against. Only for benchmarks — the proxy never
-/// reuses an instance.
+/// Latencies of `n` calls into reused instances: the floor a fresh sandbox per
+/// evaluation is measured against. Only for benchmarks — the proxy never reuses an
+/// instance. A new instance is started (untimed) every [`CALLS_PER_INSTANCE`] calls,
+/// because guests built with the SDK never free memory.
 pub fn reused_instance_samples(
     policy: &LoadedPolicy,
     settings: &Arc<str>,
     facet: &Facet,
     n: usize,
 ) -> Result<Vec<u64>, Failure> {
+    const CALLS_PER_INSTANCE: usize = 256;
     let limits = Limits {
         fuel: u64::MAX / 4,
         deadline: Duration::from_secs(3600),
         ..Limits::default()
     };
-    let sandbox = Sandbox {
-        wasi: empty_wasi(),
-        table: ResourceTable::new(),
-        limiter: Limiter {
-            memory_bytes: limits.memory_bytes,
-            memory_exceeded: false,
-        },
-        settings: Arc::clone(settings),
-    };
-    let mut store = Store::new(policy.engine.wasmtime(), sandbox);
-    store.limiter(|s| &mut s.limiter);
-    store
-        .set_fuel(limits.fuel)
-        .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-    store.set_epoch_deadline(deadline_ticks(limits.deadline));
-    let instance = policy
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| classify(&e, store.data(), &limits, true))?;
     let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
     let params: Vec<(&str, &str)> = facet
         .params
@@ -380,13 +384,20 @@ pub fn reused_instance_samples(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = std::time::Instant::now();
-        let verdict = instance
-            .call_evaluate(&mut store, wit_facet(facet, &resources, &params))
-            .map_err(|e| classify(&e, store.data(), &limits, false))?;
-        samples.push(start.elapsed().as_nanos() as u64);
-        validate(verdict)?;
+    while samples.len() < n {
+        let mut store = new_store(policy, settings, &limits)?;
+        let instance = policy
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&e, store.data(), &limits, true))?;
+        for _ in 0..CALLS_PER_INSTANCE.min(n - samples.len()) {
+            let start = std::time::Instant::now();
+            let verdict = instance
+                .call_evaluate(&mut store, wit_facet(facet, &resources, &params))
+                .map_err(|e| classify(&e, store.data(), &limits, false))?;
+            samples.push(start.elapsed().as_nanos() as u64);
+            validate(verdict)?;
+        }
     }
     Ok(samples)
 }

@@ -2,9 +2,10 @@
 //! read-only agent could otherwise use to walk off with credentials. Everything else is
 //! allowed (pair it with `builtin:read-only`). No settings.
 
-use sigward_policy_sdk::{
-    Facet, Policy, Settings, Verdict, export_policy, wildcard_match_ignore_case,
-};
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+use sigward_policy_sdk::prelude::*;
 
 /// IAM actions (IAM wildcards, compared ignoring case) whose response carries a secret.
 pub const SECRET_READS: &[&str] = &[

@@ -4,8 +4,11 @@
 //! Settings: `{"approvers": ["oncall"]}` (the default). Unknown keys are an error, so a
 //! typo cannot silently fall back to the default approvers.
 
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
-use sigward_policy_sdk::{Facet, Policy, Settings, Verdict, export_policy, is_read_action};
+use sigward_policy_sdk::prelude::*;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
