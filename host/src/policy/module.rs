@@ -175,6 +175,17 @@ impl LoadedPolicy {
         evaluate::run(self, settings, facet, limits)
     }
 
+    /// The names of the component's imports (`settings`, `wasi:cli/environment@0.2.6`, …).
+    /// A policy without WASI imports instantiates measurably faster.
+    pub fn imports(&self) -> Vec<String> {
+        let component = self.pre.instance_pre().component();
+        component
+            .component_type()
+            .imports(self.engine.wasmtime())
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// "read-only@1a2b3c4d": how failures name the policy.
     pub fn label(&self) -> String {
         format!("{}@{}", self.name, self.digest.short())

@@ -112,6 +112,28 @@ fn no_secrets_rule_table_as_a_component() {
     }
 }
 
+/// The built-ins are no_std guests: no WASI imports (std would bring 13, and several
+/// microseconds per evaluation), and `settings` only where the policy reads it.
+#[test]
+fn builtins_import_nothing_they_do_not_use() {
+    let imports = |name: &str| -> Vec<String> {
+        load(&format!("builtin:{name}"))
+            .imports()
+            .into_iter()
+            .filter(|i| !i.starts_with("sigward:policy/types"))
+            .collect()
+    };
+    assert_eq!(imports("read-only"), ["settings"]);
+    assert_eq!(imports("no-secrets"), Vec::<String>::new());
+    // The std fixture shows what the check would catch.
+    assert!(
+        load_fixture("snoop")
+            .imports()
+            .iter()
+            .any(|i| i.starts_with("wasi:"))
+    );
+}
+
 #[test]
 fn endless_loop_stops_at_the_deadline() {
     let policy = load_fixture("endless-loop");
