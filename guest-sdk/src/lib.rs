@@ -3,7 +3,8 @@
 //! A policy is a type implementing [`Policy`], exported with [`export_policy!`]:
 //!
 //! ```ignore
-//! use sigward_policy_sdk::{Facet, Policy, Settings, Verdict, export_policy};
+//! #![cfg_attr(not(test), no_std)]
+//! use sigward_policy_sdk::prelude::*;
 //!
 //! struct DenyDeletes;
 //! impl Policy for DenyDeletes {
