@@ -237,7 +237,7 @@ pub(crate) fn run(
     run_metered(policy, settings, facet, limits).0
 }
 
-/// [`run`], also returning the fuel the evaluation consumed (instantiation included).
+/// Evaluate (as [`LoadedPolicy::evaluate`] does), also returning the fuel the evaluation consumed (instantiation included).
 pub fn run_metered(
     policy: &LoadedPolicy,
     settings: &Arc<str>,
@@ -363,7 +363,7 @@ fn validate(verdict: bindings::sigward::policy::types::Verdict) -> Result<Verdic
 
 /// Latencies of `n` calls into reused instances: the floor a fresh sandbox per
 /// evaluation is measured against. Only for benchmarks — the proxy never reuses an
-/// instance. A new instance is started (untimed) every [`CALLS_PER_INSTANCE`] calls,
+/// instance. A new instance is started (untimed) every 256 calls,
 /// because guests built with the SDK never free memory.
 pub fn reused_instance_samples(
     policy: &LoadedPolicy,
