@@ -1,7 +1,8 @@
-//! The command line: `sigward policy {eval,test,bench,list}`.
+//! The command line: `sigward facet` and `sigward policy {eval,test,bench,list}`.
 //!
 //! Exit codes: 0 success, 1 a test failed, 2 bad input (a one-line error on stderr).
 
+mod facet;
 mod policy;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print the aws facet of one raw HTTP request, as policies would see it.
+    Facet(facet::FacetArgs),
     /// Evaluate, test and benchmark policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -67,6 +70,7 @@ impl LimitArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Facet(args) => facet::facet(args),
         Command::Policy(PolicyCommand::Eval(args)) => policy::eval(args),
         Command::Policy(PolicyCommand::Test(args)) => policy::test(args),
         Command::Policy(PolicyCommand::Bench(args)) => policy::bench(args),

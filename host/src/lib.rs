@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aws;
 pub mod cli;
 pub mod facet;
 pub mod policy;

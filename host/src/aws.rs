@@ -1,0 +1,411 @@
+//! Understanding one AWS API call: from the decrypted HTTP request to the aws facet.
+//!
+//! - [`request`]: the raw HTTP/1.1 request, its query and (decoded) body;
+//! - [`scope`]: the SigV4 credential scope — the truth for service and region;
+//! - [`account`]: the target account, from the access key id;
+//! - [`host`]: what an AWS host name says (region, endpoint, S3 bucket);
+//! - [`tables`]: every service and operation, generated from AWS's models;
+//! - [`resources`]: the ARNs a call touches.
+
+pub mod account;
+pub mod host;
+pub mod request;
+pub mod resources;
+pub mod scope;
+pub mod tables;
+
+use self::account::{AccountNames, account_of_key};
+use self::request::{Request, RequestError};
+use self::scope::{Scope, ScopeError};
+use self::tables::{Operation, Protocol, Service, TABLES};
+use crate::facet::Facet;
+
+/// At most this many params reach a policy, each value at most [`MAX_PARAM_VALUE`] bytes.
+pub const MAX_PARAMS: usize = 64;
+pub const MAX_PARAM_VALUE: usize = 1024;
+
+/// Why a request could not be understood. Each is the agent's fault (a 4xx).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnderstandError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    #[error("unknown service: nothing signs as {0:?}")]
+    UnknownService(String),
+    #[error("the request is not signed and host {0:?} names no AWS service")]
+    Unsigned(String),
+    #[error("unknown operation for {service}: {detail}")]
+    UnknownOperation { service: String, detail: String },
+    #[error("credential scope region {scope} does not match host region {host}")]
+    RegionMismatch { scope: String, host: String },
+    #[error("credential scope service {scope} does not match host {host}")]
+    ServiceMismatch { scope: String, host: String },
+    #[error(
+        "access key id {0} names no account: use a key id with the account in it \
+         (AKIA<12-digit account>XXXX) or a new-generation key id"
+    )]
+    NoAccount(String),
+}
+
+/// Understand a raw request (`sigward facet`).
+pub fn understand_bytes(bytes: &[u8], names: &AccountNames) -> Result<Facet, UnderstandError> {
+    understand(&Request::parse(bytes)?, names)
+}
+
+/// Build the facet of one request. `principal` and `endpoint` are left for the proxy.
+pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, UnderstandError> {
+    let scope = Scope::of(request)?;
+    let host_name = request.host();
+    let aws_host = host::parse(host_name);
+
+    let (region, signing) = match (&scope, &aws_host) {
+        (Some(scope), _) => (scope.region.clone(), scope.service.clone()),
+        (None, Some(h)) => {
+            let prefix = h.service_labels.rsplit('.').next().unwrap_or_default();
+            let signing = TABLES
+                .by_prefix(prefix)
+                .first()
+                .map(|&i| TABLES.services[i].signing.clone())
+                .ok_or_else(|| UnderstandError::Unsigned(host_name.to_string()))?;
+            (
+                h.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                signing,
+            )
+        }
+        (None, None) => return Err(UnderstandError::Unsigned(host_name.to_string())),
+    };
+    if let Some(h) = &aws_host {
+        check_region(&region, h)?;
+    }
+
+    let resolved = resolve(request, &signing, aws_host.as_ref())?;
+    let service = resolved.service;
+    let operation = resolved.operation;
+
+    let account = match &scope {
+        Some(scope) => account_of_key(&scope.access_key_id)
+            .ok_or_else(|| UnderstandError::NoAccount(scope.access_key_id.clone()))?,
+        None => account::AccountId::parse("000000000000")
+            .ok_or_else(|| UnderstandError::Unsigned(host_name.into()))?,
+    };
+    let account_name = names.name(&account).map(str::to_string);
+
+    let body = Body::parse(request, resolved.protocol);
+    let params = params(request, &body);
+    let partition = partition(&region);
+    let copy_source = request.header("x-amz-copy-source");
+    let resources = resources::resources(&resources::Context {
+        service: &service.iam,
+        partition,
+        region: &region,
+        account: account.as_str(),
+        labels: &resolved.labels,
+        params: &params,
+        batch_tables: &body.batch_tables,
+        copy_source: if service.iam == "s3" {
+            copy_source
+        } else {
+            None
+        },
+    });
+
+    Ok(Facet {
+        service: signing,
+        action: operation.name.clone(),
+        iam_action: operation.iam_action.clone(),
+        account: account.to_string(),
+        account_name,
+        region,
+        resources,
+        method: request.method.clone(),
+        host: host_name.to_string(),
+        path: request.path(),
+        principal: String::new(),
+        endpoint: String::new(),
+        params,
+    })
+}
+
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// A host that names a region must name the scope's; a host that names none is a global
+/// endpoint, signed for us-east-1 — except S3's, which any region may use.
+fn check_region(scope_region: &str, host: &host::AwsHost) -> Result<(), UnderstandError> {
+    let host_region = match &host.region {
+        Some(region) => region.as_str(),
+        None if host.s3 => return Ok(()),
+        None => "us-east-1",
+    };
+    if host_region == scope_region {
+        Ok(())
+    } else {
+        Err(UnderstandError::RegionMismatch {
+            scope: scope_region.to_string(),
+            host: host_region.to_string(),
+        })
+    }
+}
+
+struct Resolved<'t> {
+    service: &'t Service,
+    operation: &'t Operation,
+    protocol: Protocol,
+    labels: Vec<(String, String)>,
+}
+
+/// Find the operation: by `X-Amz-Target` (JSON), by the RPCv2 CBOR path, by `Action`
+/// (query/EC2), or by method and URI template (REST), among the services that sign as
+/// `signing` — narrowed by the host when several do.
+fn resolve<'t>(
+    request: &Request,
+    signing: &str,
+    aws_host: Option<&host::AwsHost>,
+) -> Result<Resolved<'t>, UnderstandError> {
+    let mut candidates: Vec<&'t Service> = TABLES
+        .by_signing(signing)
+        .iter()
+        .map(|&i| &TABLES.services[i])
+        .collect();
+    if candidates.is_empty() {
+        return Err(UnderstandError::UnknownService(signing.to_string()));
+    }
+    if let Some(h) = aws_host
+        && candidates.len() > 1
+    {
+        let labels = &h.service_labels;
+        let on_host: Vec<&'t Service> = candidates
+            .iter()
+            .copied()
+            .filter(|s| {
+                labels == &s.prefix
+                    || labels.ends_with(&format!(".{}", s.prefix))
+                    || (h.s3 && s.prefix == "s3")
+            })
+            .collect();
+        if !on_host.is_empty() {
+            candidates = on_host;
+        }
+    }
+    let unknown = |detail: String| UnderstandError::UnknownOperation {
+        service: signing.to_string(),
+        detail,
+    };
+
+    // JSON protocols: X-Amz-Target: <targetPrefix>.<Operation>.
+    if let Some(target) = request.header("x-amz-target") {
+        let (prefix, name) = target
+            .rsplit_once('.')
+            .ok_or_else(|| unknown(format!("X-Amz-Target {target:?}")))?;
+        for &i in TABLES.by_target(prefix) {
+            let service = &TABLES.services[i];
+            if service.signing == signing
+                && let Some(operation) = service.operation(name)
+            {
+                return Ok(Resolved {
+                    service,
+                    operation,
+                    protocol: Protocol::Json,
+                    labels: Vec::new(),
+                });
+            }
+        }
+        return Err(unknown(format!("X-Amz-Target {target:?}")));
+    }
+
+    // Smithy RPCv2 CBOR: POST /service/<Service>/operation/<Operation>.
+    let path = request.raw_path.as_str();
+    if let Some(rest) = path.strip_prefix("/service/")
+        && let Some((_, name)) = rest.split_once("/operation/")
+    {
+        for service in candidates.iter().filter(|s| s.speaks(Protocol::Cbor)) {
+            if let Some(operation) = service.operation(name) {
+                return Ok(Resolved {
+                    service,
+                    operation,
+                    protocol: Protocol::Cbor,
+                    labels: Vec::new(),
+                });
+            }
+        }
+    }
+
+    // Query and EC2 protocols: Action=<Operation> in the query or the form body.
+    let form_action = || {
+        let is_form = request
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        is_form
+            .then(|| request::decode_query(&String::from_utf8_lossy(&request.body)))
+            .and_then(|form| {
+                form.into_iter()
+                    .find(|(k, _)| k == "Action")
+                    .map(|(_, v)| v)
+            })
+    };
+    if candidates
+        .iter()
+        .any(|s| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2))
+    {
+        let action = request
+            .query_param("Action")
+            .map(str::to_string)
+            .or_else(form_action);
+        if let Some(action) = action {
+            for service in candidates
+                .iter()
+                .filter(|s| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2))
+            {
+                if let Some(operation) = service.operation(&action) {
+                    let protocol = if service.speaks(Protocol::Ec2) {
+                        Protocol::Ec2
+                    } else {
+                        Protocol::Query
+                    };
+                    return Ok(Resolved {
+                        service,
+                        operation,
+                        protocol,
+                        labels: Vec::new(),
+                    });
+                }
+            }
+            return Err(unknown(format!("Action={action}")));
+        }
+    }
+
+    // REST: method + URI template + required query keys and headers; most specific wins.
+    let mut segments: Vec<&str> = path.split('/').skip(1).filter(|s| !s.is_empty()).collect();
+    let bucket = aws_host.and_then(|h| h.bucket.clone());
+    if let Some(bucket) = &bucket {
+        segments.insert(0, bucket.as_str());
+    }
+    let has_query = |key: &str, value: Option<&str>| {
+        request
+            .query
+            .iter()
+            .any(|(k, v)| k == key && value.is_none_or(|want| v == want))
+    };
+    let has_header = |name: &str| request.header(name).is_some();
+    for service in candidates.iter().filter(|s| s.is_rest()) {
+        if let Some((operation, labels)) =
+            service.match_rest(&request.method, &segments, has_query, has_header)
+        {
+            let protocol = if service.speaks(Protocol::RestXml) {
+                Protocol::RestXml
+            } else {
+                Protocol::RestJson
+            };
+            return Ok(Resolved {
+                service,
+                operation,
+                protocol,
+                labels,
+            });
+        }
+    }
+    Err(unknown(format!("{} {}", request.method, request.raw_path)))
+}
+
+/// What a request body contributes: top-level scalar fields (JSON) or form pairs (query).
+#[derive(Default)]
+struct Body {
+    params: Vec<(String, String)>,
+    /// DynamoDB batch operations name their tables as keys of `RequestItems`.
+    batch_tables: Vec<String>,
+}
+
+impl Body {
+    fn parse(request: &Request, protocol: Protocol) -> Self {
+        let mut body = Body::default();
+        if request.body.is_empty() {
+            return body;
+        }
+        match protocol {
+            Protocol::Json | Protocol::RestJson => {
+                let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(&request.body)
+                else {
+                    return body;
+                };
+                for (key, value) in &fields {
+                    match value {
+                        serde_json::Value::Array(items) => {
+                            for item in items {
+                                if let Some(text) = scalar(item) {
+                                    body.params.push((key.clone(), text));
+                                }
+                            }
+                        }
+                        serde_json::Value::Object(map) if key == "RequestItems" => {
+                            body.batch_tables.extend(map.keys().cloned());
+                        }
+                        other => {
+                            if let Some(text) = scalar(other) {
+                                body.params.push((key.clone(), text));
+                            }
+                        }
+                    }
+                }
+            }
+            Protocol::Query | Protocol::Ec2 => {
+                let is_form = request
+                    .header("content-type")
+                    .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+                if is_form {
+                    body.params = request::decode_query(&String::from_utf8_lossy(&request.body));
+                }
+            }
+            Protocol::RestXml | Protocol::Cbor => {}
+        }
+        body
+    }
+}
+
+fn scalar(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Query parameters (less the SigV4 ones) then body fields, bounded in count and size.
+fn params(request: &Request, body: &Body) -> Vec<(String, String)> {
+    const SIGNING: &[&str] = &[
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+    ];
+    request
+        .query
+        .iter()
+        .filter(|(k, _)| !SIGNING.contains(&k.as_str()))
+        .chain(&body.params)
+        .take(MAX_PARAMS)
+        .map(|(k, v)| (truncate(k), truncate(v)))
+        .collect()
+}
+
+fn truncate(text: &str) -> String {
+    if text.len() <= MAX_PARAM_VALUE {
+        return text.to_string();
+    }
+    let mut end = MAX_PARAM_VALUE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}

@@ -1,0 +1,251 @@
+//! One HTTP/1.1 request as it arrives after TLS termination, parsed into the parts the
+//! facet is built from. Bodies are decoded only as far as understanding needs: chunked
+//! framing removed, gzip inflated (bounded); aws-chunked payloads (S3 uploads) are left
+//! as they are, since nothing in an S3 facet comes from the object's bytes.
+
+use std::io::Read as _;
+
+/// Requests larger than this are not parsed for parameters (the facet still builds).
+pub const MAX_BODY: usize = 1 << 20;
+const MAX_HEADERS: usize = 128;
+
+/// A parsed request. Header names are lowercase; the query is decoded pairs in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The path as sent, percent-encoded, without the query string.
+    pub raw_path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    /// The body with transfer and gzip encodings removed (empty if too large to inspect).
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("not an HTTP/1.1 request: {0}")]
+    Malformed(String),
+    #[error("incomplete request: the headers do not end")]
+    Incomplete,
+    #[error("malformed chunked body: {0}")]
+    Chunked(String),
+}
+
+impl Request {
+    /// Parse a complete request (head and body) from its bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, RequestError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let head_len = match req.parse(bytes) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Err(RequestError::Incomplete),
+            Err(e) => return Err(RequestError::Malformed(e.to_string())),
+        };
+        let method = req.method.unwrap_or_default().to_string();
+        let target = req.path.unwrap_or_default();
+        if !target.starts_with('/') {
+            return Err(RequestError::Malformed(format!(
+                "request target {target:?} is not origin-form"
+            )));
+        }
+        let (raw_path, query) = match target.split_once('?') {
+            Some((path, query)) => (path.to_string(), decode_query(query)),
+            None => (target.to_string(), Vec::new()),
+        };
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).trim().to_string(),
+                )
+            })
+            .collect();
+        let mut request = Request {
+            method,
+            raw_path,
+            query,
+            headers,
+            body: Vec::new(),
+        };
+        request.body = request.decode_body(&bytes[head_len..])?;
+        Ok(request)
+    }
+
+    /// The first value of a header (name in lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Host` header without its port.
+    pub fn host(&self) -> &str {
+        let host = self.header("host").unwrap_or_default();
+        match host.rsplit_once(':') {
+            // "name:443" or "[::1]:443"; a bare IPv6 address has colons but no port.
+            Some((name, port))
+                if port.bytes().all(|b| b.is_ascii_digit())
+                    && (!name.contains(':') || name.ends_with(']')) =>
+            {
+                name
+            }
+            _ => host,
+        }
+    }
+
+    /// The decoded path segments (for matching URI templates).
+    pub fn path(&self) -> String {
+        percent_encoding::percent_decode_str(&self.raw_path)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+
+    fn decode_body(&self, rest: &[u8]) -> Result<Vec<u8>, RequestError> {
+        let chunked = self.header("transfer-encoding").is_some_and(|te| {
+            te.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
+        });
+        let body = if chunked {
+            dechunk(rest)?
+        } else {
+            let len = self
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(rest.len());
+            rest[..len.min(rest.len())].to_vec()
+        };
+        let encodings = self
+            .header("content-encoding")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if encodings.split(',').any(|e| e.trim() == "aws-chunked") || body.len() > MAX_BODY {
+            return Ok(Vec::new());
+        }
+        if encodings.split(',').any(|e| e.trim() == "gzip") {
+            let mut inflated = Vec::new();
+            // A bounded read: a gzip bomb stops at MAX_BODY and is then not inspected.
+            let read = flate2::read::GzDecoder::new(body.as_slice())
+                .take(MAX_BODY as u64 + 1)
+                .read_to_end(&mut inflated);
+            return Ok(if read.is_ok() && inflated.len() <= MAX_BODY {
+                inflated
+            } else {
+                Vec::new()
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// Remove HTTP/1.1 chunked framing (trailers are dropped).
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, RequestError> {
+    let mut body = Vec::new();
+    loop {
+        let (consumed, size) = match httparse::parse_chunk_size(rest) {
+            Ok(httparse::Status::Complete(found)) => found,
+            Ok(httparse::Status::Partial) => {
+                return Err(RequestError::Chunked(
+                    "a chunk size line does not end".into(),
+                ));
+            }
+            Err(_) => return Err(RequestError::Chunked("invalid chunk size".into())),
+        };
+        rest = &rest[consumed..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let size =
+            usize::try_from(size).map_err(|_| RequestError::Chunked("chunk too large".into()))?;
+        if rest.len() < size + 2 {
+            return Err(RequestError::Chunked(format!(
+                "a chunk of {size} bytes is cut short"
+            )));
+        }
+        if body.len() + size <= MAX_BODY + 1 {
+            body.extend_from_slice(&rest[..size]);
+        }
+        rest = &rest[size + 2..];
+    }
+}
+
+/// Decode an `application/x-www-form-urlencoded` string (a query or a form body).
+pub fn decode_query(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_head_query_and_length_body() {
+        let raw = b"POST /a%20b/c?x=1&y=two%2F HTTP/1.1\r\nHost: ec2.us-east-1.amazonaws.com:443\r\nContent-Length: 5\r\n\r\nhelloEXTRA";
+        let req = Request::parse(raw).expect("parse");
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.raw_path, "/a%20b/c");
+        assert_eq!(req.path(), "/a b/c");
+        assert_eq!(
+            req.query,
+            [("x".into(), "1".into()), ("y".into(), "two/".into())]
+        );
+        assert_eq!(req.host(), "ec2.us-east-1.amazonaws.com");
+        assert_eq!(req.body, b"hello");
+    }
+
+    #[test]
+    fn removes_chunked_framing_and_drops_aws_chunked_payloads() {
+        let raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        assert_eq!(Request::parse(raw).expect("parse").body, b"hello world");
+        let raw = b"PUT /b/k HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Encoding: aws-chunked\r\n\r\n4\r\n3\r\nab\r\n0\r\n\r\n";
+        assert!(Request::parse(raw).expect("parse").body.is_empty());
+    }
+
+    #[test]
+    fn inflates_gzip_bodies() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"Action=PutMetricData").expect("gzip");
+        let body = gz.finish().expect("gzip");
+        let mut raw = format!(
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        assert_eq!(
+            Request::parse(&raw).expect("parse").body,
+            b"Action=PutMetricData"
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_request() {
+        assert_eq!(
+            Request::parse(b"GET / HTTP/1.1\r\nHost: h\r\n"),
+            Err(RequestError::Incomplete)
+        );
+        assert!(matches!(
+            Request::parse(b"\x00\x01garbage\r\n\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Request::parse(b"GET http://x/ HTTP/1.1\r\n\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
+        let cut = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nabc";
+        assert!(matches!(Request::parse(cut), Err(RequestError::Chunked(_))));
+    }
+}
