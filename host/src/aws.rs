@@ -83,13 +83,19 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
     let service = resolved.service;
     let operation = resolved.operation;
 
+    // An unsigned request (cognito-identity GetId, by design) names no account.
     let account = match &scope {
-        Some(scope) => account_of_key(&scope.access_key_id)
-            .ok_or_else(|| UnderstandError::NoAccount(scope.access_key_id.clone()))?,
-        None => account::AccountId::parse("000000000000")
-            .ok_or_else(|| UnderstandError::Unsigned(host_name.into()))?,
+        Some(scope) => Some(
+            account_of_key(&scope.access_key_id)
+                .ok_or_else(|| UnderstandError::NoAccount(scope.access_key_id.clone()))?,
+        ),
+        None => None,
     };
-    let account_name = names.name(&account).map(str::to_string);
+    let account_name = account
+        .as_ref()
+        .and_then(|a| names.name(a))
+        .map(str::to_string);
+    let account = account.map(|a| a.to_string()).unwrap_or_default();
 
     let body = Body::parse(request, resolved.protocol);
     let params = params(request, &body);
@@ -99,7 +105,7 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
         service: &service.iam,
         partition,
         region: &region,
-        account: account.as_str(),
+        account: &account,
         labels: &resolved.labels,
         params: &params,
         batch_tables: &body.batch_tables,
@@ -114,7 +120,7 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
         service: signing,
         action: operation.name.clone(),
         iam_action: operation.iam_action.clone(),
-        account: account.to_string(),
+        account,
         account_name,
         region,
         resources,

@@ -3,5 +3,6 @@
 
 mod cli;
 mod engine;
+mod facet;
 mod reload;
 mod support;

@@ -1,0 +1,169 @@
+//! The aws facet of real requests captured from the aws CLI and boto3
+//! (`tools/capture-requests` → `tests/corpus/`), against expectations written from AWS's
+//! documentation; and `sigward facet` as a user runs it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use sigward::aws::account::AccountNames;
+use sigward::aws::understand_bytes;
+
+fn corpus() -> Vec<(String, PathBuf)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus");
+    let mut cases: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .expect("tests/corpus exists")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let name = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".http")?
+                .to_string();
+            Some((name, path))
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn corpus_of_real_client_requests() {
+    let names = AccountNames::default();
+    let cases = corpus();
+    assert!(cases.len() >= 60, "only {} captured requests", cases.len());
+    let mut failures = Vec::new();
+    let (mut services, mut actions) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    for (name, path) in &cases {
+        let bytes = std::fs::read(path).expect("read request");
+        let expect: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path.with_extension("expect.json")).expect("expect.json"),
+        )
+        .expect("expect.json is JSON");
+        let facet = match understand_bytes(&bytes, &names) {
+            Ok(facet) => facet,
+            Err(error) => {
+                failures.push(format!("{name}: {error}"));
+                continue;
+            }
+        };
+        services.insert(facet.service.clone());
+        actions.insert(format!("{}:{}", facet.service, facet.action));
+        let got = serde_json::to_value(&facet).expect("facet to JSON");
+        for field in [
+            "service",
+            "action",
+            "iam_action",
+            "region",
+            "account",
+            "resources",
+        ] {
+            if let Some(want) = expect.get(field)
+                && got[field] != *want
+            {
+                failures.push(format!(
+                    "{name}: {field} is {}, expected {want}",
+                    got[field]
+                ));
+            }
+        }
+        for pair in expect
+            .get("params_include")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if !got["params"]
+                .as_array()
+                .is_some_and(|params| params.contains(pair))
+            {
+                failures.push(format!("{name}: params lack {pair}: {}", got["params"]));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests misunderstood:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert!(
+        services.len() >= 20,
+        "only {} services: {services:?}",
+        services.len()
+    );
+    assert!(actions.len() >= 60, "only {} operations", actions.len());
+}
+
+#[test]
+fn facet_command_prints_the_facet() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/corpus/cli-dynamodb-put-item.http");
+    let output = Command::new(env!("CARGO_BIN_EXE_sigward"))
+        .args([
+            "facet",
+            "--accounts",
+            "111111111111=prod",
+            file.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run sigward facet");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let facet: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(facet["service"], "dynamodb");
+    assert_eq!(facet["action"], "PutItem");
+    assert_eq!(facet["iam_action"], "dynamodb:PutItem");
+    assert_eq!(facet["account"], "111111111111");
+    assert_eq!(facet["account_name"], "prod");
+    assert_eq!(
+        facet["resources"],
+        serde_json::json!(["arn:aws:dynamodb:us-east-1:111111111111:table/orders"])
+    );
+}
+
+#[test]
+fn facet_command_explains_what_it_cannot_understand() {
+    let cases: [(&[u8], &str); 4] = [
+        (
+            b"PATCH /bucket HTTP/1.1\r\nHost: s3.us-east-1.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n",
+            "unknown operation for s3: PATCH /bucket",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: ec2.us-east-1.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/eu-west-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n",
+            "credential scope region eu-west-1 does not match host region us-east-1",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: sts.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261122/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 25\r\n\r\nAction=GetCallerIdentity&",
+            "access key id AKIAIOSFODNN7EXAMPLE names no account",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: ", "incomplete request"),
+    ];
+    for (request, expected) in cases {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sigward"))
+            .args(["facet", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(request)
+            .expect("write");
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}
