@@ -62,10 +62,12 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
     let (region, signing) = match (&scope, &aws_host) {
         (Some(scope), _) => (scope.region.clone(), scope.service.clone()),
         (None, Some(h)) => {
-            let prefix = h.service_labels.rsplit('.').next().unwrap_or_default();
-            let signing = TABLES
-                .by_prefix(prefix)
-                .first()
+            // "portal.sso" is a prefix of its own; else the label before the region.
+            let labels = h.service_labels.as_str();
+            let last = labels.rsplit('.').next().unwrap_or_default();
+            let signing = [labels, last]
+                .iter()
+                .find_map(|prefix| TABLES.by_prefix(prefix).first())
                 .map(|&i| TABLES.services[i].signing.clone())
                 .ok_or_else(|| UnderstandError::Unsigned(host_name.to_string()))?;
             (
@@ -301,24 +303,33 @@ fn resolve<'t>(
             .any(|(k, v)| k == key && value.is_none_or(|want| v == want))
     };
     let has_header = |name: &str| request.header(name).is_some();
-    for service in candidates.iter().filter(|s| s.is_rest()) {
-        if let Some((operation, labels)) =
-            service.match_rest(&request.method, &segments, has_query, has_header)
-        {
+    // Services sharing a signing name (S3 and S3 Control) compete: the most specific
+    // match wins, and a deprecated operation loses a tie to its replacement.
+    let best = candidates
+        .iter()
+        .filter(|s| s.is_rest())
+        .filter_map(|service| {
+            service
+                .match_rest(&request.method, &segments, has_query, has_header)
+                .map(|(operation, labels)| (*service, operation, labels))
+        })
+        .max_by_key(|(_, operation, _)| (operation.specificity(), !operation.deprecated));
+    match best {
+        Some((service, operation, labels)) => {
             let protocol = if service.speaks(Protocol::RestXml) {
                 Protocol::RestXml
             } else {
                 Protocol::RestJson
             };
-            return Ok(Resolved {
+            Ok(Resolved {
                 service,
                 operation,
                 protocol,
                 labels,
-            });
+            })
         }
+        None => Err(unknown(format!("{} {}", request.method, request.raw_path))),
     }
-    Err(unknown(format!("{} {}", request.method, request.raw_path)))
 }
 
 /// What a request body contributes: top-level scalar fields (JSON) or form pairs (query).

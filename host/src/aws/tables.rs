@@ -33,6 +33,8 @@ pub struct Service {
     pub id: String,
     /// SigV4 signing name.
     pub signing: String,
+    /// Other names its endpoints sign as (from botocore's endpoints.json).
+    pub signing_aliases: Vec<String>,
     /// Endpoint prefix: the host label(s) before the region.
     pub prefix: String,
     /// IAM action prefix.
@@ -56,6 +58,9 @@ pub struct Operation {
     /// Headers (lowercase) it requires (`x-amz-copy-source` for CopyObject).
     pub required_headers: Vec<String>,
     pub iam_action: String,
+    /// Replaced by another operation that sends the same request (S3's GetBucketLifecycle):
+    /// loses every tie.
+    pub deprecated: bool,
 }
 
 /// A request URI template: `/{Bucket}/{Key+}?uploads`.
@@ -115,7 +120,7 @@ impl Template {
     }
 
     /// Specificity: literal path segments, then literal query keys. More wins.
-    fn specificity(&self) -> (usize, usize, usize) {
+    pub fn specificity(&self) -> (usize, usize, usize) {
         let literals = self
             .segments
             .iter()
@@ -205,23 +210,30 @@ struct Header {
     operations: usize,
 }
 
+/// name, method, URI template, required query keys, required headers, IAM action,
+/// host prefix, deprecated.
+type RawOperation = (
+    String,
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    String,
+    String,
+    bool,
+);
+
 #[derive(Deserialize)]
 struct RawService {
     id: String,
     signing: String,
+    #[serde(default)]
+    signing_aliases: Vec<String>,
     prefix: String,
     iam: String,
     protocols: Vec<String>,
     target: String,
-    ops: Vec<(
-        String,
-        String,
-        String,
-        Vec<String>,
-        Vec<String>,
-        String,
-        String,
-    )>,
+    ops: Vec<RawOperation>,
 }
 
 impl Tables {
@@ -261,6 +273,9 @@ impl Tables {
                 .entry(service.signing.clone())
                 .or_default()
                 .push(i);
+            for alias in &service.signing_aliases {
+                tables.by_signing.entry(alias.clone()).or_default().push(i);
+            }
             tables
                 .by_prefix
                 .entry(service.prefix.clone())
@@ -277,7 +292,13 @@ impl Tables {
         Ok(tables)
     }
 
+    /// Services signing as `signing`. S3's endpoint rules sign some S3 operations with
+    /// other names (S3 Express directory buckets, S3 Object Lambda): they are S3's.
     pub fn by_signing(&self, signing: &str) -> &[usize] {
+        let signing = match signing {
+            "s3express" | "s3-object-lambda" => "s3",
+            other => other,
+        };
         self.by_signing.get(signing).map_or(&[], Vec::as_slice)
     }
 
@@ -287,6 +308,20 @@ impl Tables {
 
     pub fn by_prefix(&self, prefix: &str) -> &[usize] {
         self.by_prefix.get(prefix).map_or(&[], Vec::as_slice)
+    }
+}
+
+impl Operation {
+    /// How specific the operation's request shape is: compared across services that
+    /// share a signing name (S3 and S3 Control), the more specific match wins.
+    pub fn specificity(&self) -> (usize, usize, usize, usize) {
+        let (literals, query, segments) = self.template.specificity();
+        (
+            literals,
+            query,
+            self.required_query.len() + self.required_headers.len(),
+            segments,
+        )
     }
 }
 
@@ -317,6 +352,7 @@ impl Service {
                     required_headers,
                     iam_action,
                     _host_prefix,
+                    deprecated,
                 )| Operation {
                     template: Template::parse(&uri),
                     name,
@@ -324,6 +360,7 @@ impl Service {
                     required_query,
                     required_headers,
                     iam_action,
+                    deprecated,
                 },
             )
             .collect();
@@ -341,12 +378,16 @@ impl Service {
                 let op = &operations[i];
                 let (literals, query, segments) = op.template.specificity();
                 let required = op.required_query.len() + op.required_headers.len();
-                std::cmp::Reverse((literals, query, required, segments))
+                (
+                    std::cmp::Reverse((literals, query, required, segments)),
+                    op.deprecated,
+                )
             });
         }
         Service {
             id: raw.id,
             signing: raw.signing,
+            signing_aliases: raw.signing_aliases,
             prefix: raw.prefix,
             iam: raw.iam,
             protocols,
@@ -377,6 +418,7 @@ impl Service {
         has_query: impl Fn(&str, Option<&str>) -> bool,
         has_header: impl Fn(&str) -> bool,
     ) -> Option<(&Operation, Vec<(String, String)>)> {
+        // Indexes are sorted most specific first: the first match is the best.
         for &i in self.rest_by_method.get(method)? {
             let op = &self.operations[i];
             if !op

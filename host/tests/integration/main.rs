@@ -4,5 +4,6 @@
 mod cli;
 mod engine;
 mod facet;
+mod model;
 mod reload;
 mod support;
