@@ -186,22 +186,35 @@ fn resolve<'t>(
     if candidates.is_empty() {
         return Err(UnderstandError::UnknownService(signing.to_string()));
     }
-    if let Some(h) = aws_host
-        && candidates.len() > 1
-    {
-        let labels = &h.service_labels;
-        let on_host: Vec<&'t Service> = candidates
+    // The host must agree with the scope. The services whose endpoint prefix the host
+    // is come first ("bedrock-agent", not the other services signing as "bedrock");
+    // else those it mentions; if none, the request is refused.
+    if let Some(h) = aws_host {
+        let exact: Vec<&'t Service> = candidates
             .iter()
             .copied()
             .filter(|s| {
-                labels == &s.prefix
-                    || labels.ends_with(&format!(".{}", s.prefix))
-                    || (h.s3 && s.prefix == "s3")
+                !h.s3
+                    && (h.service_labels == s.prefix
+                        || h.service_labels.ends_with(&format!(".{}", s.prefix)))
             })
             .collect();
-        if !on_host.is_empty() {
-            candidates = on_host;
-        }
+        candidates = if exact.is_empty() {
+            let mentioned: Vec<&'t Service> = candidates
+                .iter()
+                .copied()
+                .filter(|s| host_serves(h, s, signing))
+                .collect();
+            if mentioned.is_empty() {
+                return Err(UnderstandError::ServiceMismatch {
+                    scope: signing.to_string(),
+                    host: request.host().to_string(),
+                });
+            }
+            mentioned
+        } else {
+            exact
+        };
     }
     let unknown = |detail: String| UnderstandError::UnknownOperation {
         service: signing.to_string(),
@@ -330,6 +343,28 @@ fn resolve<'t>(
         }
         None => Err(unknown(format!("{} {}", request.method, request.raw_path))),
     }
+}
+
+/// Whether an AWS host is an endpoint of `service` (signed as `signing`): its labels
+/// mention the service's endpoint prefix, its signing names or the scope's, as whole
+/// tokens in any order (`111122223333.data-kinesis`, `dynamodb-fips`, `maps.geo` for
+/// geo-maps, `s3express-control`); or it is an S3 host and the service is S3's.
+fn host_serves(host: &host::AwsHost, service: &Service, signing: &str) -> bool {
+    if host.s3 {
+        return service.signing == "s3";
+    }
+    // Legacy host names that predate the endpoint prefix.
+    const LEGACY: &[(&str, &str)] = &[("sqs", "queue")];
+    let legacy = LEGACY
+        .iter()
+        .filter(|(id, _)| *id == service.prefix)
+        .map(|(_, name)| *name);
+    let tokens: Vec<&str> = host.service_labels.split(['.', '-']).collect();
+    [service.prefix.as_str(), service.signing.as_str(), signing]
+        .into_iter()
+        .chain(service.signing_aliases.iter().map(String::as_str))
+        .chain(legacy)
+        .any(|name| !name.is_empty() && name.split(['.', '-']).all(|t| tokens.contains(&t)))
 }
 
 /// What a request body contributes: top-level scalar fields (JSON) or form pairs (query).

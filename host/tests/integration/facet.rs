@@ -130,7 +130,11 @@ fn facet_command_prints_the_facet() {
 
 #[test]
 fn facet_command_explains_what_it_cannot_understand() {
-    let cases: [(&[u8], &str); 4] = [
+    let cases: [(&[u8], &str); 5] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: ec2.us-east-1.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n",
+            "credential scope service s3 does not match host ec2.us-east-1.amazonaws.com",
+        ),
         (
             b"PATCH /bucket HTTP/1.1\r\nHost: s3.us-east-1.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n",
             "unknown operation for s3: PATCH /bucket",

@@ -4,6 +4,7 @@
 mod cli;
 mod engine;
 mod facet;
+mod fuzz;
 mod model;
 mod reload;
 mod support;
