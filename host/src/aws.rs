@@ -14,6 +14,10 @@ pub mod resources;
 pub mod scope;
 pub mod tables;
 
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
 use self::account::{AccountNames, account_of_key};
 use self::request::{Request, RequestError};
 use self::scope::{Scope, ScopeError};
@@ -60,7 +64,7 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
     let aws_host = host::parse(host_name);
 
     let (region, signing) = match (&scope, &aws_host) {
-        (Some(scope), _) => (scope.region.clone(), scope.service.clone()),
+        (Some(scope), _) => (scope.region.to_string(), scope.service.to_string()),
         (None, Some(h)) => {
             // "portal.sso" is a prefix of its own; else the label before the region.
             let labels = h.service_labels.as_str();
@@ -88,8 +92,8 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
     // An unsigned request (cognito-identity GetId, by design) names no account.
     let account = match &scope {
         Some(scope) => Some(
-            account_of_key(&scope.access_key_id)
-                .ok_or_else(|| UnderstandError::NoAccount(scope.access_key_id.clone()))?,
+            account_of_key(scope.access_key_id)
+                .ok_or_else(|| UnderstandError::NoAccount(scope.access_key_id.to_string()))?,
         ),
         None => None,
     };
@@ -126,7 +130,7 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
         account_name,
         region,
         resources,
-        method: request.method.clone(),
+        method: request.method.to_string(),
         host: host_name.to_string(),
         path: request.path(),
         principal: String::new(),
@@ -196,7 +200,9 @@ fn resolve<'t>(
             .filter(|s| {
                 !h.s3
                     && (h.service_labels == s.prefix
-                        || h.service_labels.ends_with(&format!(".{}", s.prefix)))
+                        || h.service_labels
+                            .strip_suffix(s.prefix.as_str())
+                            .is_some_and(|rest| rest.ends_with('.')))
             })
             .collect();
         candidates = if exact.is_empty() {
@@ -243,7 +249,7 @@ fn resolve<'t>(
     }
 
     // Smithy RPCv2 CBOR: POST /service/<Service>/operation/<Operation>.
-    let path = request.raw_path.as_str();
+    let path = request.raw_path;
     if let Some(rest) = path.strip_prefix("/service/")
         && let Some((_, name)) = rest.split_once("/operation/")
     {
@@ -265,12 +271,13 @@ fn resolve<'t>(
             .header("content-type")
             .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
         is_form
-            .then(|| request::decode_query(&String::from_utf8_lossy(&request.body)))
-            .and_then(|form| {
-                form.into_iter()
+            .then(|| {
+                request::decode_query(&String::from_utf8_lossy(&request.body))
+                    .into_iter()
                     .find(|(k, _)| k == "Action")
-                    .map(|(_, v)| v)
+                    .map(|(_, v)| v.into_owned())
             })
+            .flatten()
     };
     if candidates
         .iter()
@@ -323,7 +330,7 @@ fn resolve<'t>(
         .filter(|s| s.is_rest())
         .filter_map(|service| {
             service
-                .match_rest(&request.method, &segments, has_query, has_header)
+                .match_rest(request.method, &segments, has_query, has_header)
                 .map(|(operation, labels)| (*service, operation, labels))
         })
         .max_by_key(|(_, operation, _)| (operation.specificity(), !operation.deprecated));
@@ -375,33 +382,68 @@ struct Body {
     batch_tables: Vec<String>,
 }
 
+/// A JSON object read one level deep: nested values stay unparsed slices.
+struct TopLevel<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = TopLevel<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((key, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    fields.push((key, value));
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 impl Body {
-    fn parse(request: &Request, protocol: Protocol) -> Self {
+    fn parse(request: &Request<'_>, protocol: Protocol) -> Self {
         let mut body = Body::default();
         if request.body.is_empty() {
             return body;
         }
         match protocol {
             Protocol::Json | Protocol::RestJson => {
-                let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(&request.body)
+                let Ok(TopLevel(fields)) = serde_json::from_slice::<TopLevel<'_>>(&request.body)
                 else {
                     return body;
                 };
-                for (key, value) in &fields {
-                    match value {
-                        serde_json::Value::Array(items) => {
+                for (key, raw) in fields {
+                    let text = raw.get();
+                    match text.as_bytes().first() {
+                        Some(b'[') => {
+                            let items: Vec<&RawValue> =
+                                serde_json::from_str(text).unwrap_or_default();
                             for item in items {
-                                if let Some(text) = scalar(item) {
-                                    body.params.push((key.clone(), text));
+                                if let Some(value) = scalar(item) {
+                                    body.params.push((key.to_string(), value));
                                 }
                             }
                         }
-                        serde_json::Value::Object(map) if key == "RequestItems" => {
-                            body.batch_tables.extend(map.keys().cloned());
+                        Some(b'{') if key == "RequestItems" => {
+                            if let Ok(TopLevel(tables)) = serde_json::from_str::<TopLevel<'_>>(text)
+                            {
+                                body.batch_tables
+                                    .extend(tables.into_iter().map(|(name, _)| name.into_owned()));
+                            }
                         }
-                        other => {
-                            if let Some(text) = scalar(other) {
-                                body.params.push((key.clone(), text));
+                        _ => {
+                            if let Some(value) = scalar(raw) {
+                                body.params.push((key.into_owned(), value));
                             }
                         }
                     }
@@ -412,7 +454,10 @@ impl Body {
                     .header("content-type")
                     .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
                 if is_form {
-                    body.params = request::decode_query(&String::from_utf8_lossy(&request.body));
+                    body.params = request::decode_query(&String::from_utf8_lossy(&request.body))
+                        .into_iter()
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
                 }
             }
             Protocol::RestXml | Protocol::Cbor => {}
@@ -421,17 +466,18 @@ impl Body {
     }
 }
 
-fn scalar(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+/// A JSON string, number or boolean as text; `None` for anything else.
+fn scalar(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(text).ok(),
+        b'{' | b'[' | b'n' => None,
+        _ => Some(text.to_string()),
     }
 }
 
 /// Query parameters (less the SigV4 ones) then body fields, bounded in count and size.
-fn params(request: &Request, body: &Body) -> Vec<(String, String)> {
+fn params(request: &Request<'_>, body: &Body) -> Vec<(String, String)> {
     const SIGNING: &[&str] = &[
         "X-Amz-Algorithm",
         "X-Amz-Credential",
@@ -444,8 +490,9 @@ fn params(request: &Request, body: &Body) -> Vec<(String, String)> {
     request
         .query
         .iter()
-        .filter(|(k, _)| !SIGNING.contains(&k.as_str()))
-        .chain(&body.params)
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .filter(|(k, _)| !SIGNING.contains(k))
+        .chain(body.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .take(MAX_PARAMS)
         .map(|(k, v)| (truncate(k), truncate(v)))
         .collect()

@@ -3,22 +3,26 @@
 //! framing removed, gzip inflated (bounded); aws-chunked payloads (S3 uploads) are left
 //! as they are, since nothing in an S3 facet comes from the object's bytes.
 
+use std::borrow::Cow;
 use std::io::Read as _;
 
 /// Requests larger than this are not parsed for parameters (the facet still builds).
 pub const MAX_BODY: usize = 1 << 20;
 const MAX_HEADERS: usize = 128;
 
-/// A parsed request. Header names are lowercase; the query is decoded pairs in order.
+/// A parsed request, borrowing from the bytes it was parsed from: understanding a
+/// request sits on every call's path and should not copy what it only reads. Header
+/// names keep their case and are compared ignoring it; the query is decoded, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Request {
-    pub method: String,
+pub struct Request<'a> {
+    pub method: &'a str,
     /// The path as sent, percent-encoded, without the query string.
-    pub raw_path: String,
-    pub query: Vec<(String, String)>,
-    pub headers: Vec<(String, String)>,
+    pub raw_path: &'a str,
+    pub query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Raw header values: most are never read, so UTF-8 is checked only on access.
+    pub headers: Vec<(&'a str, &'a [u8])>,
     /// The body with transfer and gzip encodings removed (empty if too large to inspect).
-    pub body: Vec<u8>,
+    pub body: Cow<'a, [u8]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,9 +35,9 @@ pub enum RequestError {
     Chunked(String),
 }
 
-impl Request {
+impl<'a> Request<'a> {
     /// Parse a complete request (head and body) from its bytes.
-    pub fn parse(bytes: &[u8]) -> Result<Self, RequestError> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, RequestError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let head_len = match req.parse(bytes) {
@@ -41,7 +45,7 @@ impl Request {
             Ok(httparse::Status::Partial) => return Err(RequestError::Incomplete),
             Err(e) => return Err(RequestError::Malformed(e.to_string())),
         };
-        let method = req.method.unwrap_or_default().to_string();
+        let method = req.method.unwrap_or_default();
         let target = req.path.unwrap_or_default();
         if !target.starts_with('/') {
             return Err(RequestError::Malformed(format!(
@@ -49,36 +53,28 @@ impl Request {
             )));
         }
         let (raw_path, query) = match target.split_once('?') {
-            Some((path, query)) => (path.to_string(), decode_query(query)),
-            None => (target.to_string(), Vec::new()),
+            Some((path, query)) => (path, decode_query(query)),
+            None => (target, Vec::new()),
         };
-        let headers: Vec<(String, String)> = req
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).trim().to_string(),
-                )
-            })
-            .collect();
+        let headers = req.headers.iter().map(|h| (h.name, h.value)).collect();
         let mut request = Request {
             method,
             raw_path,
             query,
             headers,
-            body: Vec::new(),
+            body: Cow::Borrowed(&[]),
         };
         request.body = request.decode_body(&bytes[head_len..])?;
         Ok(request)
     }
 
-    /// The first value of a header (name in lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+    /// The first value of a header (any case), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        let (_, value) = self
+            .headers
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        std::str::from_utf8(value).ok().map(str::trim)
     }
 
     /// The first value of a query parameter.
@@ -86,11 +82,11 @@ impl Request {
         self.query
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// The `Host` header without its port.
-    pub fn host(&self) -> &str {
+    pub fn host(&self) -> &'a str {
         let host = self.header("host").unwrap_or_default();
         match host.rsplit_once(':') {
             // "name:443" or "[::1]:443"; a bare IPv6 address has colons but no port.
@@ -104,45 +100,44 @@ impl Request {
         }
     }
 
-    /// The decoded path segments (for matching URI templates).
+    /// The percent-decoded path.
     pub fn path(&self) -> String {
-        percent_encoding::percent_decode_str(&self.raw_path)
+        percent_encoding::percent_decode_str(self.raw_path)
             .decode_utf8_lossy()
             .into_owned()
     }
 
-    fn decode_body(&self, rest: &[u8]) -> Result<Vec<u8>, RequestError> {
+    fn decode_body(&self, rest: &'a [u8]) -> Result<Cow<'a, [u8]>, RequestError> {
         let chunked = self.header("transfer-encoding").is_some_and(|te| {
             te.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
         });
-        let body = if chunked {
-            dechunk(rest)?
+        let body: Cow<'a, [u8]> = if chunked {
+            Cow::Owned(dechunk(rest)?)
         } else {
             let len = self
                 .header("content-length")
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(rest.len());
-            rest[..len.min(rest.len())].to_vec()
+            Cow::Borrowed(&rest[..len.min(rest.len())])
         };
-        let encodings = self
-            .header("content-encoding")
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if encodings.split(',').any(|e| e.trim() == "aws-chunked") || body.len() > MAX_BODY {
-            return Ok(Vec::new());
+        let encodings = self.header("content-encoding").unwrap_or_default();
+        let has = |name: &str| {
+            encodings
+                .split(',')
+                .any(|e| e.trim().eq_ignore_ascii_case(name))
+        };
+        if has("aws-chunked") || body.len() > MAX_BODY {
+            return Ok(Cow::Borrowed(&[]));
         }
-        if encodings.split(',').any(|e| e.trim() == "gzip") {
+        if has("gzip") {
             let mut inflated = Vec::new();
             // A bounded read: a gzip bomb stops at MAX_BODY and is then not inspected.
-            let read = flate2::read::GzDecoder::new(body.as_slice())
+            let read = flate2::read::GzDecoder::new(body.as_ref())
                 .take(MAX_BODY as u64 + 1)
                 .read_to_end(&mut inflated);
-            return Ok(if read.is_ok() && inflated.len() <= MAX_BODY {
-                inflated
-            } else {
-                Vec::new()
-            });
+            let keep = read.is_ok() && inflated.len() <= MAX_BODY;
+            return Ok(Cow::Owned(if keep { inflated } else { Vec::new() }));
         }
         Ok(body)
     }
@@ -167,7 +162,7 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, RequestError> {
         }
         let size =
             usize::try_from(size).map_err(|_| RequestError::Chunked("chunk too large".into()))?;
-        if rest.len() < size + 2 {
+        if rest.len() < size.saturating_add(2) {
             return Err(RequestError::Chunked(format!(
                 "a chunk of {size} bytes is cut short"
             )));
@@ -180,10 +175,8 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, RequestError> {
 }
 
 /// Decode an `application/x-www-form-urlencoded` string (a query or a form body).
-pub fn decode_query(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+pub fn decode_query(query: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    form_urlencoded::parse(query.as_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -202,14 +195,17 @@ mod tests {
             [("x".into(), "1".into()), ("y".into(), "two/".into())]
         );
         assert_eq!(req.host(), "ec2.us-east-1.amazonaws.com");
-        assert_eq!(req.body, b"hello");
+        assert_eq!(req.body.as_ref(), b"hello");
     }
 
     #[test]
     fn removes_chunked_framing_and_drops_aws_chunked_payloads() {
         let raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
-        assert_eq!(Request::parse(raw).expect("parse").body, b"hello world");
-        let raw = b"PUT /b/k HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Encoding: aws-chunked\r\n\r\n4\r\n3\r\nab\r\n0\r\n\r\n";
+        assert_eq!(
+            Request::parse(raw).expect("parse").body.as_ref(),
+            b"hello world"
+        );
+        let raw = b"PUT /b/k HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Encoding: aws-chunked\r\n\r\nd\r\n3\r\nabc\r\n0\r\n\r\n\r\n0\r\n\r\n";
         assert!(Request::parse(raw).expect("parse").body.is_empty());
     }
 
@@ -226,7 +222,7 @@ mod tests {
         .into_bytes();
         raw.extend_from_slice(&body);
         assert_eq!(
-            Request::parse(&raw).expect("parse").body,
+            Request::parse(&raw).expect("parse").body.as_ref(),
             b"Action=PutMetricData"
         );
     }

@@ -80,11 +80,11 @@ pub fn resources(cx: &Context<'_>) -> Vec<String> {
             }
         }
         "lambda" => {
-            if let Some(name) = label("FunctionName").or_else(|| param("FunctionName")) {
-                if !name.starts_with("arn:") {
-                    let name = name.split(':').next().unwrap_or(name);
-                    push(format!("arn:{p}:lambda:{r}:{a}:function:{name}"));
-                }
+            if let Some(name) = label("FunctionName").or_else(|| param("FunctionName"))
+                && !name.starts_with("arn:")
+            {
+                let name = name.split(':').next().unwrap_or(name);
+                push(format!("arn:{p}:lambda:{r}:{a}:function:{name}"));
             }
         }
         "secretsmanager" => {

@@ -5,11 +5,11 @@ use super::request::Request;
 
 /// `Credential=<key>/<date>/<region>/<service>/aws4_request`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
-    pub access_key_id: String,
-    pub date: String,
-    pub region: String,
-    pub service: String,
+pub struct Scope<'a> {
+    pub access_key_id: &'a str,
+    pub date: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
     /// Signed in the query string (a presigned URL) rather than the `Authorization` header.
     pub presigned: bool,
 }
@@ -24,10 +24,10 @@ pub enum ScopeError {
     Scheme(String),
 }
 
-impl Scope {
+impl<'r> Scope<'r> {
     /// The request's scope, `Ok(None)` when it is not signed at all (some operations,
     /// such as cognito-identity GetId, are unsigned by design).
-    pub fn of(request: &Request) -> Result<Option<Scope>, ScopeError> {
+    pub fn of<'a: 'r>(request: &'r Request<'a>) -> Result<Option<Scope<'r>>, ScopeError> {
         if let Some(auth) = request.header("authorization") {
             let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256") else {
                 if auth.starts_with("AWS ") {
@@ -58,17 +58,24 @@ impl Scope {
         Ok(None)
     }
 
-    fn parse(credential: &str, presigned: bool) -> Result<Scope, ScopeError> {
-        let parts: Vec<&str> = credential.split('/').collect();
-        match parts.as_slice() {
-            [key, date, region, service, "aws4_request"]
+    fn parse(credential: &'r str, presigned: bool) -> Result<Scope<'r>, ScopeError> {
+        let mut parts = credential.split('/');
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some(key), Some(date), Some(region), Some(service), Some("aws4_request"), None)
                 if !key.is_empty() && !region.is_empty() && !service.is_empty() =>
             {
                 Ok(Scope {
-                    access_key_id: key.to_string(),
-                    date: date.to_string(),
-                    region: region.to_string(),
-                    service: service.to_string(),
+                    access_key_id: key,
+                    date,
+                    region,
+                    service,
                     presigned,
                 })
             }
