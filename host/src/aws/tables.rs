@@ -146,12 +146,17 @@ impl Template {
                     name,
                     prefix,
                     suffix,
-                    greedy: true,
+                    greedy,
                 } => {
-                    // Greedy labels end the template in every AWS model; be safe anyway.
-                    let rest_segments = self.segments.len() - n - 1;
-                    let end = raw_segments.len().checked_sub(rest_segments)?;
-                    if end <= i {
+                    // A greedy label takes what the rest of the template leaves (greedy
+                    // labels end the template in every AWS model; be safe anyway).
+                    let end = if *greedy {
+                        let rest_segments = self.segments.len() - n - 1;
+                        raw_segments.len().checked_sub(rest_segments)?
+                    } else {
+                        i + 1
+                    };
+                    if end <= i || end > raw_segments.len() {
                         return None;
                     }
                     let joined = decode(&raw_segments[i..end].join("/"));
@@ -163,23 +168,6 @@ impl Template {
                     }
                     captures.push((name.clone(), value.to_string()));
                     i = end;
-                }
-                Segment::Label {
-                    name,
-                    prefix,
-                    suffix,
-                    greedy: false,
-                } => {
-                    let raw = raw_segments.get(i)?;
-                    let value = decode(raw);
-                    let value = value
-                        .strip_prefix(prefix.as_str())?
-                        .strip_suffix(suffix.as_str())?;
-                    if value.is_empty() {
-                        return None;
-                    }
-                    captures.push((name.clone(), value.to_string()));
-                    i += 1;
                 }
             }
         }

@@ -248,19 +248,14 @@ pub fn run_metered(
         Ok(store) => store,
         Err(failure) => return (Err(failure), 0),
     };
-    let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
-    let params: Vec<(&str, &str)> = facet
-        .params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let lowered = Lowered::new(facet);
     let outcome = policy
         .pre
         .instantiate(&mut store)
         .map_err(|e| (e, true))
         .and_then(|instance| {
             instance
-                .call_evaluate(&mut store, wit_facet(facet, &resources, &params))
+                .call_evaluate(&mut store, lowered.wit())
                 .map_err(|e| (e, false))
         });
     let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
@@ -377,12 +372,7 @@ pub fn reused_instance_samples(
         deadline: Duration::from_secs(3600),
         ..Limits::default()
     };
-    let resources: Vec<&str> = facet.resources.iter().map(String::as_str).collect();
-    let params: Vec<(&str, &str)> = facet
-        .params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let lowered = Lowered::new(facet);
     let mut samples = Vec::with_capacity(n);
     while samples.len() < n {
         let mut store = new_store(policy, settings, &limits)?;
@@ -393,7 +383,7 @@ pub fn reused_instance_samples(
         for _ in 0..CALLS_PER_INSTANCE.min(n - samples.len()) {
             let start = std::time::Instant::now();
             let verdict = instance
-                .call_evaluate(&mut store, wit_facet(facet, &resources, &params))
+                .call_evaluate(&mut store, lowered.wit())
                 .map_err(|e| classify(&e, store.data(), &limits, false))?;
             samples.push(start.elapsed().as_nanos() as u64);
             validate(verdict)?;
@@ -402,24 +392,43 @@ pub fn reused_instance_samples(
     Ok(samples)
 }
 
-fn wit_facet<'a>(
+/// The facet as the WIT bindings take it: borrowed, so lowering it into the guest copies
+/// each string once, straight into guest memory.
+struct Lowered<'a> {
     facet: &'a Facet,
-    resources: &'a [&'a str],
-    params: &'a [(&'a str, &'a str)],
-) -> bindings::sigward::policy::types::AwsFacet<'a> {
-    bindings::sigward::policy::types::AwsFacet {
-        service: &facet.service,
-        action: &facet.action,
-        iam_action: &facet.iam_action,
-        account: &facet.account,
-        account_name: facet.account_name.as_deref(),
-        region: &facet.region,
-        resources,
-        method: &facet.method,
-        host: &facet.host,
-        path: &facet.path,
-        principal: &facet.principal,
-        endpoint: &facet.endpoint,
-        params,
+    resources: Vec<&'a str>,
+    params: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Lowered<'a> {
+    fn new(facet: &'a Facet) -> Self {
+        Self {
+            facet,
+            resources: facet.resources.iter().map(String::as_str).collect(),
+            params: facet
+                .params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        }
+    }
+
+    fn wit(&self) -> bindings::sigward::policy::types::AwsFacet<'_> {
+        let facet = self.facet;
+        bindings::sigward::policy::types::AwsFacet {
+            service: &facet.service,
+            action: &facet.action,
+            iam_action: &facet.iam_action,
+            account: &facet.account,
+            account_name: facet.account_name.as_deref(),
+            region: &facet.region,
+            resources: &self.resources,
+            method: &facet.method,
+            host: &facet.host,
+            path: &facet.path,
+            principal: &facet.principal,
+            endpoint: &facet.endpoint,
+            params: &self.params,
+        }
     }
 }
