@@ -5,13 +5,15 @@
 //! - [`account`]: the target account, from the access key id;
 //! - [`host`]: what an AWS host name says (region, endpoint, S3 bucket);
 //! - [`tables`]: every service and operation, generated from AWS's models;
-//! - [`resources`]: the ARNs a call touches.
+//! - [`resources`]: the ARNs a call touches;
+//! - [`sigv4`]: verifying the agent's signature.
 
 pub mod account;
 pub mod host;
 pub mod request;
 pub mod resources;
 pub mod scope;
+pub mod sigv4;
 pub mod tables;
 
 use std::borrow::Cow;

@@ -18,6 +18,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// The path as sent, percent-encoded, without the query string.
     pub raw_path: &'a str,
+    /// The query string as sent (empty if none).
+    pub raw_query: &'a str,
     pub query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// Raw header values: most are never read, so UTF-8 is checked only on access.
     pub headers: Vec<(&'a str, &'a [u8])>,
@@ -52,14 +54,13 @@ impl<'a> Request<'a> {
                 "request target {target:?} is not origin-form"
             )));
         }
-        let (raw_path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, decode_query(query)),
-            None => (target, Vec::new()),
-        };
+        let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+        let query = decode_query(raw_query);
         let headers = req.headers.iter().map(|h| (h.name, h.value)).collect();
         let mut request = Request {
             method,
             raw_path,
+            raw_query,
             query,
             headers,
             body: Cow::Borrowed(&[]),

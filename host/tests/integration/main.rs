@@ -7,4 +7,5 @@ mod facet;
 mod fuzz;
 mod model;
 mod reload;
+mod sigv4;
 mod support;

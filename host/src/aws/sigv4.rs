@@ -1,0 +1,295 @@
+//! Verifying an agent's SigV4 signature: the same computation as signing (aws-sigv4),
+//! with the agent's secret, over exactly the headers the agent signed, at the time it
+//! signed — then a constant-time comparison. Header signatures and presigned URLs;
+//! AWS's 15-minute clock-skew window.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest,
+    SignatureLocation, SigningSettings, UriPathNormalizationMode, sign,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use subtle::ConstantTimeEq as _;
+
+use super::request::Request;
+use super::scope::Scope;
+
+/// AWS accepts requests signed up to 15 minutes before or after its clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Why a signature was refused. `Mismatch` and the rest map to AWS's own error codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the request is not signed")]
+    Unsigned,
+    #[error("malformed signature: {0}")]
+    Malformed(String),
+    #[error("signature time {signed} is more than 15 minutes from the proxy's time {now}")]
+    Skewed { signed: String, now: String },
+    #[error("the presigned URL expired at {0}")]
+    Expired(String),
+    #[error("the request signature does not match the signature computed with the agent's key")]
+    Mismatch,
+}
+
+impl VerifyError {
+    /// The AWS error code a client understands.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Unsigned => "MissingAuthenticationToken",
+            VerifyError::Malformed(_) => "IncompleteSignature",
+            VerifyError::Skewed { .. } => "RequestTimeTooSkewed",
+            VerifyError::Expired(_) => "AccessDenied",
+            VerifyError::Mismatch => "SignatureDoesNotMatch",
+        }
+    }
+}
+
+/// Check that `request`, whose credential scope is `scope`, was signed with `secret`.
+pub fn verify(
+    request: &Request<'_>,
+    scope: &Scope<'_>,
+    secret: &str,
+    now: SystemTime,
+) -> Result<(), VerifyError> {
+    let s3 = matches!(scope.service, "s3" | "s3express" | "s3-object-lambda");
+    let mut settings = SigningSettings::default();
+    settings.excluded_headers = Some(Vec::new());
+    settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
+    settings.session_token_mode = SessionTokenMode::Exclude;
+    (
+        settings.percent_encoding_mode,
+        settings.uri_path_normalization_mode,
+    ) = if s3 {
+        (
+            PercentEncodingMode::Single,
+            UriPathNormalizationMode::Disabled,
+        )
+    } else {
+        (
+            PercentEncodingMode::Double,
+            UriPathNormalizationMode::Enabled,
+        )
+    };
+
+    let (amz_date, signed_headers, claimed, token) = if scope.presigned {
+        let param = |name: &str| request.query_param(name);
+        let expires = param("X-Amz-Expires")
+            .and_then(|e| e.parse::<u64>().ok())
+            .ok_or_else(|| VerifyError::Malformed("X-Amz-Expires is missing".into()))?;
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(Duration::from_secs(expires));
+        (
+            param("X-Amz-Date")
+                .ok_or_else(|| VerifyError::Malformed("X-Amz-Date is missing".into()))?,
+            param("X-Amz-SignedHeaders")
+                .ok_or_else(|| VerifyError::Malformed("X-Amz-SignedHeaders is missing".into()))?,
+            param("X-Amz-Signature")
+                .ok_or_else(|| VerifyError::Malformed("X-Amz-Signature is missing".into()))?,
+            param("X-Amz-Security-Token"),
+        )
+    } else {
+        let auth = request
+            .header("authorization")
+            .ok_or(VerifyError::Unsigned)?;
+        let field = |name: &str| {
+            auth.split(',')
+                .map(str::trim)
+                .map(|part| {
+                    part.strip_prefix("AWS4-HMAC-SHA256")
+                        .map_or(part, str::trim)
+                })
+                .find_map(|part| part.strip_prefix(name))
+        };
+        (
+            request
+                .header("x-amz-date")
+                .ok_or_else(|| VerifyError::Malformed("X-Amz-Date is missing".into()))?,
+            field("SignedHeaders=")
+                .ok_or_else(|| VerifyError::Malformed("SignedHeaders is missing".into()))?,
+            field("Signature=")
+                .ok_or_else(|| VerifyError::Malformed("Signature is missing".into()))?,
+            None,
+        )
+    };
+
+    let signed_at = parse_amz_date(amz_date)?;
+    check_time(signed_at, now, settings.expires_in)?;
+
+    // Exactly the headers the agent signed, with the values it sent; x-amz-date is
+    // supplied by the signer from the signing time.
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    for name in signed_headers
+        .split(';')
+        .filter(|n| !n.is_empty() && *n != "x-amz-date")
+    {
+        let value = request
+            .header(name)
+            .ok_or_else(|| VerifyError::Malformed(format!("signed header {name} is missing")))?;
+        headers.push((name, value));
+    }
+    let payload_hash = request.header("x-amz-content-sha256");
+    let body = match payload_hash {
+        Some(hash) => SignableBody::Precomputed(hash.to_string()),
+        None if scope.presigned => SignableBody::UnsignedPayload,
+        None => SignableBody::Bytes(&request.body),
+    };
+
+    // A presigned URL's signature parameters are what the signer adds; leave them out.
+    let query = if scope.presigned {
+        request
+            .raw_query
+            .split('&')
+            .filter(|pair| {
+                let key = pair.split('=').next().unwrap_or_default();
+                !matches!(
+                    key,
+                    "X-Amz-Algorithm"
+                        | "X-Amz-Credential"
+                        | "X-Amz-Date"
+                        | "X-Amz-Expires"
+                        | "X-Amz-SignedHeaders"
+                        | "X-Amz-Signature"
+                        | "X-Amz-Security-Token"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    } else {
+        request.raw_query.to_string()
+    };
+    let uri = if query.is_empty() {
+        request.raw_path.to_string()
+    } else {
+        format!("{}?{query}", request.raw_path)
+    };
+
+    let identity: Identity = Credentials::new(
+        scope.access_key_id,
+        secret,
+        token.map(str::to_string),
+        None,
+        "sigward-agent",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(scope.region)
+        .name(scope.service)
+        .time(signed_at)
+        .settings(settings)
+        .build()
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new(request.method, uri, headers.into_iter(), body)
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let output = sign(signable, &params).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    if bool::from(output.signature().as_bytes().ct_eq(claimed.as_bytes())) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+fn check_time(
+    signed_at: SystemTime,
+    now: SystemTime,
+    expires_in: Option<Duration>,
+) -> Result<(), VerifyError> {
+    let skew = now
+        .duration_since(signed_at)
+        .unwrap_or_else(|e| e.duration());
+    if signed_at > now && skew > MAX_SKEW {
+        return Err(VerifyError::Skewed {
+            signed: format_time(signed_at),
+            now: format_time(now),
+        });
+    }
+    match expires_in {
+        // A presigned URL is good from its date until it expires.
+        Some(expires) if now > signed_at + expires => {
+            Err(VerifyError::Expired(format_time(signed_at + expires)))
+        }
+        Some(_) => Ok(()),
+        None if skew > MAX_SKEW => Err(VerifyError::Skewed {
+            signed: format_time(signed_at),
+            now: format_time(now),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `20261122T075358Z` → time.
+pub fn parse_amz_date(text: &str) -> Result<SystemTime, VerifyError> {
+    let bad = || VerifyError::Malformed(format!("X-Amz-Date {text:?} is not YYYYMMDDTHHMMSSZ"));
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return Err(bad());
+    }
+    let num = |range: std::ops::Range<usize>| -> Result<i64, VerifyError> {
+        text.get(range)
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)
+    };
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(seconds)
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        .map_err(|_| bad())
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn format_time(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{secs} (unix seconds)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_dates() {
+        assert_eq!(parse_amz_date("19700101T000000Z"), Ok(UNIX_EPOCH));
+        assert_eq!(
+            parse_amz_date("20150830T123600Z"),
+            Ok(UNIX_EPOCH + Duration::from_secs(1_440_938_160))
+        );
+        assert_eq!(
+            parse_amz_date("20240229T235959Z"),
+            Ok(UNIX_EPOCH + Duration::from_secs(1_709_251_199))
+        );
+        for bad in [
+            "",
+            "20150830T123600",
+            "2015083OT123600Z",
+            "20151330T123600Z",
+            "20150830T253600Z",
+            "2015-08-30T12:36:00Z",
+        ] {
+            assert!(parse_amz_date(bad).is_err(), "{bad}");
+        }
+    }
+}
