@@ -1,7 +1,8 @@
-//! The command line: `sigward facet` and `sigward policy {eval,test,bench,list}`.
+//! The command line: `sigward check`, `sigward facet` and `sigward policy {eval,test,bench,list}`.
 //!
 //! Exit codes: 0 success, 1 a test failed, 2 bad input (a one-line error on stderr).
 
+mod check;
 mod facet;
 mod policy;
 
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Validate a configuration file without starting: keys, policies, credentials.
+    Check(check::CheckArgs),
     /// Print the aws facet of one raw HTTP request, as policies would see it.
     Facet(facet::FacetArgs),
     /// Evaluate, test and benchmark policies.
@@ -70,6 +73,7 @@ impl LimitArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Check(args) => check::check(args),
         Command::Facet(args) => facet::facet(args),
         Command::Policy(PolicyCommand::Eval(args)) => policy::eval(args),
         Command::Policy(PolicyCommand::Test(args)) => policy::test(args),

@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod config;
 pub mod facet;
 pub mod policy;
 

@@ -295,3 +295,58 @@ fn bench_refuses_a_failing_policy() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("fuel exhausted"));
 }
+
+#[test]
+fn check_reports_each_problem_with_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sigward.toml");
+    let write = |text: &str| std::fs::write(&config, text).expect("write config");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_sigward"))
+            .args(["check", "--config", config.to_str().expect("utf-8")])
+            .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .output()
+            .expect("run sigward check")
+    };
+    let endpoint = |policies: &str| {
+        format!(
+            "[state]\ndir = \"{}\"\n[credential.base]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*.amazonaws.com\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"base\"\npolicies = [{policies}]\n",
+            dir.path().display()
+        )
+    };
+
+    write(&endpoint(
+        r#"{ module = "builtin:read-only" }, { module = "builtin:no-secrets" }"#,
+    ));
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("ok (1 endpoints, 2 policies, 0 agents)"),
+        "{stdout}"
+    );
+
+    let looping = fixture("endless-loop");
+    write(&endpoint(&format!(
+        r#"{{ module = "{}" }}"#,
+        looping.display()
+    )));
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("endpoint e: policy fixture_endless_loop@")
+            && stdout.contains("failed its smoke evaluation"),
+        "{stdout}"
+    );
+
+    write("[proxy]\nlisen = \"x\"\n");
+    let output = run();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field `lisen`"));
+}

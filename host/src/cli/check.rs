@@ -1,0 +1,67 @@
+//! `sigward check --config FILE`: validate a configuration without starting anything.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::config::{BaseCredential, Config};
+use crate::policy::engine::EngineOptions;
+use crate::policy::{Engine, reload};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    // A config that does not parse is one problem, reported as bad input (exit 2).
+    let config = Config::load(&args.config)?;
+    let mut problems: Vec<String> = Vec::new();
+
+    let engine = Engine::new(EngineOptions::default())?;
+    let mut policies = 0;
+    for spec in config.endpoint_specs() {
+        policies += spec.policies.len();
+        if let Err(error) = reload::build_set(&engine, &spec) {
+            problems.push(error.to_string());
+        }
+    }
+    for (name, credential) in &config.credentials {
+        if *credential == BaseCredential::Environment {
+            for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    problems.push(format!(
+                        "credential.{name}: source = \"environment\" but {var} is not set"
+                    ));
+                }
+            }
+        }
+    }
+    let ca = config.state_dir.join("ca.pem");
+    if ca.exists()
+        && let Err(e) = std::fs::read(&ca)
+    {
+        problems.push(format!("state.dir: cannot read {}: {e}", ca.display()));
+    }
+
+    let mut out = std::io::stdout();
+    for problem in &problems {
+        writeln!(out, "{problem}")?;
+    }
+    if problems.is_empty() {
+        writeln!(
+            out,
+            "{}: ok ({} endpoints, {policies} policies, {} agents)",
+            args.config.display(),
+            config.endpoints.len(),
+            config.agents.len()
+        )?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}

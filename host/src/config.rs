@@ -1,0 +1,511 @@
+//! The configuration file (TOML): parsed once into a raw form that refuses unknown keys,
+//! then validated into [`Config`], after which nothing re-checks it. Every problem is
+//! reported with the key it is about.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::aws::account::{AccountNames, account_of_key};
+use crate::policy::{EndpointSpec, Limits, PolicySpec};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where agents' `HTTPS_PROXY` points.
+    pub listen: SocketAddr,
+    /// Where agents' `AWS_ENDPOINT_URL` points, if enabled.
+    pub endpoint_listen: Option<SocketAddr>,
+    /// `ca.pem`, `ca.key`, issued keys and the policy store.
+    pub state_dir: PathBuf,
+    pub credentials: HashMap<String, BaseCredential>,
+    pub endpoints: Vec<Endpoint>,
+    pub agents: Vec<Agent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseCredential {
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
+    /// The standard AWS environment variables, read when first needed.
+    Environment,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    /// Host patterns (`*.amazonaws.com`) sigward intercepts for this endpoint.
+    pub hosts: Vec<String>,
+    /// The role assumed in each target account.
+    pub role: String,
+    pub region: String,
+    pub credential: String,
+    pub accounts: AccountNames,
+    /// Forward every request here instead of to the real host (tests, emulators).
+    pub upstream: Option<String>,
+    /// An HTTP CONNECT proxy that carries API calls and STS.
+    pub dial_via: Option<String>,
+    pub verify_signatures: bool,
+    pub policies: Vec<PolicySpec>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub name: String,
+    pub access_key_ids: Vec<String>,
+    pub secret_access_key: String,
+}
+
+impl Config {
+    /// The policy sets the engine builds, one per endpoint.
+    pub fn endpoint_specs(&self) -> Vec<EndpointSpec> {
+        self.endpoints
+            .iter()
+            .map(|e| EndpointSpec {
+                name: e.name.clone(),
+                policies: e.policies.clone(),
+                limits: e.limits.clone(),
+            })
+            .collect()
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, path.parent())
+    }
+
+    /// Validate config text; relative policy paths resolve against `base` (the file's folder).
+    pub fn parse(text: &str, base: Option<&Path>) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError(one_line(&e.to_string())))?;
+        raw.validate(base)
+    }
+
+    /// The embedded defaults: listen on 127.0.0.1:8080, intercept `*.amazonaws.com`, the
+    /// two built-in policies, the base credential from the environment.
+    pub fn defaults() -> Self {
+        // INVARIANT: the embedded default config is valid; `defaults_are_valid` tests it.
+        Self::parse(DEFAULT_CONFIG, None).expect("the embedded default config is valid")
+    }
+}
+
+/// What `sigward serve` runs with when no config is given.
+pub const DEFAULT_CONFIG: &str = r#"
+[proxy]
+listen = "127.0.0.1:8080"
+
+[credential.base]
+source = "environment"
+
+[[endpoint]]
+name = "default"
+hosts = ["*.amazonaws.com"]
+role = "sigward"
+region = "us-east-1"
+credential = "base"
+policies = [
+  { module = "builtin:read-only", settings = { approvers = ["oncall"] } },
+  { module = "builtin:no-secrets" },
+]
+"#;
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(pub String);
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxy: RawProxy,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    credential: HashMap<String, RawCredential>,
+    #[serde(default)]
+    endpoint: Vec<RawEndpoint>,
+    #[serde(default)]
+    agent: Vec<RawAgent>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: Option<String>,
+    endpoint_listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    source: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    name: String,
+    hosts: Vec<String>,
+    role: String,
+    region: String,
+    credential: String,
+    #[serde(default)]
+    accounts: Vec<String>,
+    upstream: Option<String>,
+    dial_via: Option<String>,
+    verify_signatures: Option<bool>,
+    #[serde(default)]
+    policies: Vec<PolicySpec>,
+    memory_mib: Option<usize>,
+    deadline_ms: Option<u64>,
+    fuel: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    access_key_ids: Vec<String>,
+    secret_access_key: String,
+}
+
+fn address(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError(format!(
+            "{key}: {text:?} is not an address like 127.0.0.1:8080"
+        ))
+    })
+}
+
+fn url(key: &str, text: &str) -> Result<String, ConfigError> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    match rest {
+        Some(authority) if !authority.is_empty() && !authority.starts_with('/') => {
+            Ok(text.trim_end_matches('/').to_string())
+        }
+        _ => Err(ConfigError(format!(
+            "{key}: {text:?} is not an http:// or https:// URL"
+        ))),
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let listen = address(
+            "proxy.listen",
+            self.proxy.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+        )?;
+        let endpoint_listen = self
+            .proxy
+            .endpoint_listen
+            .as_deref()
+            .map(|a| address("proxy.endpoint_listen", a))
+            .transpose()?;
+        let state_dir = self.state.dir.unwrap_or_else(default_state_dir);
+
+        let mut credentials = HashMap::new();
+        for (name, raw) in self.credential {
+            let key = format!("credential.{name}");
+            let credential = match (
+                raw.source.as_deref(),
+                raw.access_key_id,
+                raw.secret_access_key,
+            ) {
+                (Some("environment"), None, None) if raw.session_token.is_none() => {
+                    BaseCredential::Environment
+                }
+                (Some("environment"), _, _) => {
+                    return Err(ConfigError(format!(
+                        "{key}: source = \"environment\" takes no keys"
+                    )));
+                }
+                (Some(other), _, _) => {
+                    return Err(ConfigError(format!(
+                        "{key}.source: {other:?} is not \"environment\""
+                    )));
+                }
+                (None, Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                    BaseCredential::Static {
+                        access_key_id: id,
+                        secret_access_key: secret,
+                        session_token: raw.session_token,
+                    }
+                }
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{key}: needs access_key_id and secret_access_key, or source = \"environment\""
+                    )));
+                }
+            };
+            credentials.insert(name, credential);
+        }
+
+        let mut names = HashSet::new();
+        let mut endpoints = Vec::with_capacity(self.endpoint.len());
+        for (i, raw) in self.endpoint.into_iter().enumerate() {
+            let key = format!("endpoint[{i}] ({})", raw.name);
+            if raw.name.is_empty() || !names.insert(raw.name.clone()) {
+                return Err(ConfigError(format!(
+                    "{key}.name: empty or used by another endpoint"
+                )));
+            }
+            if raw.hosts.is_empty() || raw.hosts.iter().any(|h| h.is_empty()) {
+                return Err(ConfigError(format!(
+                    "{key}.hosts: list at least one host pattern"
+                )));
+            }
+            if raw.role.is_empty() {
+                return Err(ConfigError(format!("{key}.role: empty")));
+            }
+            if !crate::aws::host::is_region(&raw.region) {
+                return Err(ConfigError(format!(
+                    "{key}.region: {:?} is not a region",
+                    raw.region
+                )));
+            }
+            if !credentials.contains_key(&raw.credential) {
+                let mut have: Vec<&str> = credentials.keys().map(String::as_str).collect();
+                have.sort_unstable();
+                return Err(ConfigError(format!(
+                    "{key}.credential: no [credential.{}] (have: {})",
+                    raw.credential,
+                    have.join(", ")
+                )));
+            }
+            let accounts = AccountNames::parse(raw.accounts.iter().map(String::as_str))
+                .map_err(|e| ConfigError(format!("{key}.accounts: {e}")))?;
+            let upstream = raw
+                .upstream
+                .as_deref()
+                .map(|u| url(&format!("{key}.upstream"), u))
+                .transpose()?;
+            let dial_via = raw
+                .dial_via
+                .as_deref()
+                .map(|u| url(&format!("{key}.dial_via"), u))
+                .transpose()?;
+            let policies = raw
+                .policies
+                .into_iter()
+                .map(|mut p| {
+                    // Relative module paths are relative to the config file.
+                    if !p.module.starts_with("builtin:")
+                        && let Some(base) = base
+                        && Path::new(&p.module).is_relative()
+                    {
+                        p.module = base.join(&p.module).display().to_string();
+                    }
+                    p
+                })
+                .collect();
+            let defaults = Limits::default();
+            let limits = Limits {
+                memory_bytes: raw
+                    .memory_mib
+                    .map_or(defaults.memory_bytes, |m| m.saturating_mul(1 << 20)),
+                deadline: raw
+                    .deadline_ms
+                    .map_or(defaults.deadline, Duration::from_millis),
+                fuel: raw.fuel.unwrap_or(defaults.fuel),
+            };
+            endpoints.push(Endpoint {
+                name: raw.name,
+                hosts: raw.hosts,
+                role: raw.role,
+                region: raw.region,
+                credential: raw.credential,
+                accounts,
+                upstream,
+                dial_via,
+                verify_signatures: raw.verify_signatures.unwrap_or(true),
+                policies,
+                limits,
+            });
+        }
+
+        let mut agent_names = HashSet::new();
+        let mut key_ids = HashSet::new();
+        let mut agents = Vec::with_capacity(self.agent.len());
+        for (i, raw) in self.agent.into_iter().enumerate() {
+            let key = format!("agent[{i}] ({})", raw.name);
+            if raw.name.is_empty() || !agent_names.insert(raw.name.clone()) {
+                return Err(ConfigError(format!(
+                    "{key}.name: empty or used by another agent"
+                )));
+            }
+            if raw.secret_access_key.is_empty() {
+                return Err(ConfigError(format!("{key}.secret_access_key: empty")));
+            }
+            for id in &raw.access_key_ids {
+                if account_of_key(id).is_none() {
+                    return Err(ConfigError(format!(
+                        "{key}.access_key_ids: {id} names no account (use AKIA<12-digit account>XXXX)"
+                    )));
+                }
+                if !key_ids.insert(id.clone()) {
+                    return Err(ConfigError(format!(
+                        "{key}.access_key_ids: {id} is also another agent's"
+                    )));
+                }
+            }
+            agents.push(Agent {
+                name: raw.name,
+                access_key_ids: raw.access_key_ids,
+                secret_access_key: raw.secret_access_key,
+            });
+        }
+
+        Ok(Config {
+            listen,
+            endpoint_listen,
+            state_dir,
+            credentials,
+            endpoints,
+            agents,
+        })
+    }
+}
+
+/// `$XDG_STATE_HOME/sigward`, else `~/.local/state/sigward`.
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("sigward")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[proxy]
+listen = "127.0.0.1:8080"
+endpoint_listen = "127.0.0.1:8443"
+
+[state]
+dir = "/var/lib/sigward"
+
+[credential.base]
+access_key_id = "AKIAEXAMPLEBASEKEY00"
+secret_access_key = "base-secret"
+
+[[endpoint]]
+name = "avocet2"
+hosts = ["*.amazonaws.com"]
+role = "clawpatrol-gateway"
+region = "us-east-1"
+credential = "base"
+accounts = ["111111111111=prod", "222222222222=staging"]
+upstream = "http://127.0.0.1:5000"
+policies = [
+  { module = "builtin:read-only", settings = { approvers = ["oncall"] } },
+  { module = "builtin:no-secrets" },
+  { module = "policies/mine.wasm" },
+]
+
+[[agent]]
+name = "claude"
+access_key_ids = ["AKIA111111111111XXXX", "AKIA222222222222XXXX"]
+secret_access_key = "agent-secret"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = Config::parse(EXAMPLE, Some(Path::new("/etc/sigward"))).expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(
+            config.endpoint_listen,
+            Some("127.0.0.1:8443".parse().expect("addr"))
+        );
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/sigward"));
+        let endpoint = &config.endpoints[0];
+        assert!(endpoint.verify_signatures, "on by default");
+        assert_eq!(endpoint.upstream.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(
+            endpoint.policies[2].module,
+            "/etc/sigward/policies/mine.wasm"
+        );
+        assert_eq!(endpoint.limits, Limits::default());
+        assert_eq!(config.agents[0].access_key_ids.len(), 2);
+        assert_eq!(config.endpoint_specs()[0].policies.len(), 3);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::defaults();
+        assert_eq!(config.credentials["base"], BaseCredential::Environment);
+        assert_eq!(config.endpoints[0].hosts, ["*.amazonaws.com"]);
+        assert_eq!(config.endpoints[0].policies.len(), 2);
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        let cases = [
+            (
+                "[proxy]\nlisten = \"nope\"",
+                "proxy.listen: \"nope\" is not an address",
+            ),
+            ("[proxy]\nlisen = \"127.0.0.1:1\"", "unknown field `lisen`"),
+            (
+                "[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"nope\"",
+                "endpoint[0] (e).credential: no [credential.nope] (have: )",
+            ),
+            (
+                "[credential.b]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"moon-1\"\ncredential = \"b\"",
+                "endpoint[0] (e).region: \"moon-1\" is not a region",
+            ),
+            (
+                "[credential.b]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"b\"\naccounts = [\"prod\"]",
+                "endpoint[0] (e).accounts: account label \"prod\"",
+            ),
+            (
+                "[credential.b]\naccess_key_id = \"A\"",
+                "credential.b: needs access_key_id and secret_access_key",
+            ),
+            (
+                "[credential.b]\nsource = \"vault\"",
+                "credential.b.source: \"vault\" is not \"environment\"",
+            ),
+            (
+                "[[agent]]\nname = \"a\"\naccess_key_ids = [\"AKIAIOSFODNN7EXAMPLE\"]\nsecret_access_key = \"s\"",
+                "agent[0] (a).access_key_ids: AKIAIOSFODNN7EXAMPLE names no account",
+            ),
+            (
+                "[[agent]]\nname = \"a\"\naccess_key_ids = [\"AKIA111111111111XXXX\"]\nsecret_access_key = \"s\"\n[[agent]]\nname = \"b\"\naccess_key_ids = [\"AKIA111111111111XXXX\"]\nsecret_access_key = \"s\"",
+                "agent[1] (b).access_key_ids: AKIA111111111111XXXX is also another agent's",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::parse(text, None).expect_err(text).to_string();
+            assert!(error.contains(expected), "{text}\n→ {error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+}
