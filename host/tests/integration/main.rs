@@ -9,3 +9,4 @@ mod model;
 mod reload;
 mod sigv4;
 mod support;
+mod tls;
