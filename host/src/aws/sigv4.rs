@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest,
-    SignatureLocation, SigningSettings, UriPathNormalizationMode, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation,
+    SigningSettings, UriPathNormalizationMode, sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -59,7 +59,6 @@ pub fn verify(
     let mut settings = SigningSettings::default();
     settings.excluded_headers = Some(Vec::new());
     settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
-    settings.session_token_mode = SessionTokenMode::Exclude;
     (
         settings.percent_encoding_mode,
         settings.uri_path_normalization_mode,
@@ -292,4 +291,115 @@ mod tests {
             assert!(parse_amz_date(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// Credentials to sign an outgoing request with: the target account's assumed role.
+#[derive(Clone)]
+pub struct SigningCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for SigningCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret or the token.
+        f.debug_struct("SigningCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers an agent's signature leaves on a request; they are removed before re-signing.
+pub const AGENT_SIGNATURE_HEADERS: &[&str] = &[
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
+/// An outgoing request to sign: the agent's request without [`AGENT_SIGNATURE_HEADERS`],
+/// with `host` set to the upstream authority.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// Path and query, as they go on the wire.
+    pub uri: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The agent's declared `x-amz-content-sha256`, kept (and sent) when present; else
+    /// the body is hashed.
+    pub payload_hash: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Sign `request` for `service` in `region` at `now` (headers form). Returns the headers
+/// to add: `authorization`, `x-amz-date`, and `x-amz-security-token` /
+/// `x-amz-content-sha256` where they apply.
+pub fn resign(
+    request: &Outgoing<'_>,
+    service: &str,
+    region: &str,
+    credentials: &SigningCredentials,
+    now: SystemTime,
+) -> Result<Vec<(String, String)>, VerifyError> {
+    let Outgoing {
+        method,
+        uri,
+        headers,
+        payload_hash,
+        body,
+    } = *request;
+    let s3 = matches!(service, "s3" | "s3express" | "s3-object-lambda");
+    let mut settings = SigningSettings::default();
+    (
+        settings.percent_encoding_mode,
+        settings.uri_path_normalization_mode,
+    ) = if s3 {
+        (
+            PercentEncodingMode::Single,
+            UriPathNormalizationMode::Disabled,
+        )
+    } else {
+        (
+            PercentEncodingMode::Double,
+            UriPathNormalizationMode::Enabled,
+        )
+    };
+    let body = match payload_hash {
+        Some(hash) => {
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+            SignableBody::Precomputed(hash.to_string())
+        }
+        None => SignableBody::Bytes(body),
+    };
+    if s3 {
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    }
+    let identity: Identity = Credentials::new(
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+        credentials.session_token.clone(),
+        None,
+        "sigward-assumed-role",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new(method, uri, headers.iter().copied(), body)
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?
+        .into_parts();
+    let (added, _) = instructions.into_parts();
+    Ok(added
+        .into_iter()
+        .map(|h| (h.name().to_string(), h.value().to_string()))
+        .collect())
 }

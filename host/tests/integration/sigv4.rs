@@ -144,3 +144,87 @@ fn clock_skew_and_expiry() {
     ));
     assert_eq!(VerifyError::Mismatch.code(), "SignatureDoesNotMatch");
 }
+
+/// Re-sign every real request with assumed-role credentials the way the proxy will
+/// (agent's signature headers removed, new ones added) and check the result with the
+/// verifier — which the tests above prove agrees with the aws CLI's and boto3's signing
+/// on every captured request. The agent's signature must not survive.
+#[test]
+fn resigned_requests_verify_with_the_new_credentials_only() {
+    use sigward::aws::sigv4::{AGENT_SIGNATURE_HEADERS, Outgoing, SigningCredentials, resign};
+
+    let role = SigningCredentials {
+        access_key_id: "ASIAROLEROLEROLEROLE".into(),
+        secret_access_key: "role-secret".into(),
+        session_token: Some("role-session-token".into()),
+    };
+    for (name, bytes) in signed_corpus()
+        .into_iter()
+        .filter(|(n, _)| !n.contains("presigned"))
+    {
+        let request = Request::parse(&bytes).expect("parse");
+        let scope = Scope::of(&request).expect("scope").expect("signed");
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                !AGENT_SIGNATURE_HEADERS
+                    .iter()
+                    .any(|h| n.eq_ignore_ascii_case(h))
+            })
+            .map(|(n, v)| (*n, std::str::from_utf8(v).expect("utf-8 header")))
+            .collect();
+        let uri = if request.raw_query.is_empty() {
+            request.raw_path.to_string()
+        } else {
+            format!("{}?{}", request.raw_path, request.raw_query)
+        };
+        let now = signed_at(&request) + Duration::from_secs(5);
+        let outgoing = Outgoing {
+            method: request.method,
+            uri: &uri,
+            headers: &headers,
+            payload_hash: request.header("x-amz-content-sha256"),
+            body: &request.body,
+        };
+        let added = resign(&outgoing, scope.service, scope.region, &role, now)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+
+        // The outgoing request, as it would go on the wire.
+        let head_end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head")
+            + 4;
+        let mut out = format!("{} {uri} HTTP/1.1\r\n", request.method);
+        for (n, v) in headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .chain(added.clone())
+        {
+            out.push_str(&format!("{n}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(&bytes[head_end..]);
+
+        let resigned = Request::parse(&out).expect("parse resigned");
+        let new_scope = Scope::of(&resigned).expect("scope").expect("signed");
+        assert_eq!(new_scope.access_key_id, "ASIAROLEROLEROLEROLE", "{name}");
+        assert_eq!(
+            resigned.header("x-amz-security-token"),
+            Some("role-session-token"),
+            "{name}"
+        );
+        assert_eq!(
+            verify(&resigned, &new_scope, "role-secret", now),
+            Ok(()),
+            "{name}: {added:?}"
+        );
+        assert_eq!(
+            verify(&resigned, &new_scope, SECRET, now),
+            Err(VerifyError::Mismatch),
+            "{name}"
+        );
+    }
+}
