@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod facet;
 pub mod policy;
+pub mod proxy;
 pub mod tls;
 
 /// Where this build put its compiled policy components (built-ins and test fixtures).

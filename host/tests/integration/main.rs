@@ -3,6 +3,7 @@
 
 mod cli;
 mod engine;
+mod errors;
 mod facet;
 mod fuzz;
 mod model;
