@@ -87,7 +87,20 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
         check_region(&region, h)?;
     }
 
-    let resolved = resolve(request, &signing, aws_host.as_ref())?;
+    // A form body (query and EC2 protocols) is decoded once: it names the operation
+    // (Action=…) and its pairs are params.
+    let is_form = request
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let form: Vec<(String, String)> = if is_form {
+        request::decode_query(&String::from_utf8_lossy(&request.body))
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let resolved = resolve(request, &form, &signing, aws_host.as_ref())?;
     let service = resolved.service;
     let operation = resolved.operation;
 
@@ -105,7 +118,7 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
         .map(str::to_string);
     let account = account.map(|a| a.to_string()).unwrap_or_default();
 
-    let body = Body::parse(request, resolved.protocol);
+    let body = Body::parse(request, form, resolved.protocol);
     let params = params(request, &body);
     let partition = partition(&region);
     let copy_source = request.header("x-amz-copy-source");
@@ -181,6 +194,7 @@ struct Resolved<'t> {
 /// `signing` — narrowed by the host when several do.
 fn resolve<'t>(
     request: &Request,
+    form: &[(String, String)],
     signing: &str,
     aws_host: Option<&host::AwsHost>,
 ) -> Result<Resolved<'t>, UnderstandError> {
@@ -268,33 +282,21 @@ fn resolve<'t>(
     }
 
     // Query and EC2 protocols: Action=<Operation> in the query or the form body.
-    let form_action = || {
-        let is_form = request
-            .header("content-type")
-            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-        is_form
-            .then(|| {
-                request::decode_query(&String::from_utf8_lossy(&request.body))
-                    .into_iter()
-                    .find(|(k, _)| k == "Action")
-                    .map(|(_, v)| v.into_owned())
-            })
-            .flatten()
-    };
     if candidates
         .iter()
         .any(|s| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2))
     {
-        let action = request
-            .query_param("Action")
-            .map(str::to_string)
-            .or_else(form_action);
+        let action = request.query_param("Action").or_else(|| {
+            form.iter()
+                .find(|(k, _)| k == "Action")
+                .map(|(_, v)| v.as_str())
+        });
         if let Some(action) = action {
             for service in candidates
                 .iter()
                 .filter(|s| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2))
             {
-                if let Some(operation) = service.operation(&action) {
+                if let Some(operation) = service.operation(action) {
                     let protocol = if service.speaks(Protocol::Ec2) {
                         Protocol::Ec2
                     } else {
@@ -413,7 +415,7 @@ impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
 }
 
 impl Body {
-    fn parse(request: &Request<'_>, protocol: Protocol) -> Self {
+    fn parse(request: &Request<'_>, form: Vec<(String, String)>, protocol: Protocol) -> Self {
         let mut body = Body::default();
         if request.body.is_empty() {
             return body;
@@ -451,17 +453,7 @@ impl Body {
                     }
                 }
             }
-            Protocol::Query | Protocol::Ec2 => {
-                let is_form = request
-                    .header("content-type")
-                    .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-                if is_form {
-                    body.params = request::decode_query(&String::from_utf8_lossy(&request.body))
-                        .into_iter()
-                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                        .collect();
-                }
-            }
+            Protocol::Query | Protocol::Ec2 => body.params = form,
             Protocol::RestXml | Protocol::Cbor => {}
         }
         body
