@@ -55,24 +55,9 @@ pub fn verify(
     secret: &str,
     now: SystemTime,
 ) -> Result<(), VerifyError> {
-    let s3 = matches!(scope.service, "s3" | "s3express" | "s3-object-lambda");
-    let mut settings = SigningSettings::default();
+    let mut settings = settings_for(scope.service);
     settings.excluded_headers = Some(Vec::new());
     settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
-    (
-        settings.percent_encoding_mode,
-        settings.uri_path_normalization_mode,
-    ) = if s3 {
-        (
-            PercentEncodingMode::Single,
-            UriPathNormalizationMode::Disabled,
-        )
-    } else {
-        (
-            PercentEncodingMode::Double,
-            UriPathNormalizationMode::Enabled,
-        )
-    };
 
     let (amz_date, signed_headers, claimed, token) = if scope.presigned {
         let param = |name: &str| request.query_param(name);
@@ -293,6 +278,31 @@ mod tests {
     }
 }
 
+fn is_s3(service: &str) -> bool {
+    matches!(service, "s3" | "s3express" | "s3-object-lambda")
+}
+
+/// S3 signs the path as sent (single encoding, no normalisation); other services
+/// double-encode and normalise it.
+fn settings_for(service: &str) -> SigningSettings {
+    let mut settings = SigningSettings::default();
+    (
+        settings.percent_encoding_mode,
+        settings.uri_path_normalization_mode,
+    ) = if is_s3(service) {
+        (
+            PercentEncodingMode::Single,
+            UriPathNormalizationMode::Disabled,
+        )
+    } else {
+        (
+            PercentEncodingMode::Double,
+            UriPathNormalizationMode::Enabled,
+        )
+    };
+    settings
+}
+
 /// Credentials to sign an outgoing request with: the target account's assumed role.
 #[derive(Clone)]
 pub struct SigningCredentials {
@@ -349,22 +359,8 @@ pub fn resign(
         payload_hash,
         body,
     } = *request;
-    let s3 = matches!(service, "s3" | "s3express" | "s3-object-lambda");
-    let mut settings = SigningSettings::default();
-    (
-        settings.percent_encoding_mode,
-        settings.uri_path_normalization_mode,
-    ) = if s3 {
-        (
-            PercentEncodingMode::Single,
-            UriPathNormalizationMode::Disabled,
-        )
-    } else {
-        (
-            PercentEncodingMode::Double,
-            UriPathNormalizationMode::Enabled,
-        )
-    };
+    let s3 = is_s3(service);
+    let mut settings = settings_for(service);
     let body = match payload_hash {
         Some(hash) => {
             settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
