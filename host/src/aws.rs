@@ -248,9 +248,10 @@ fn resolve<'t>(
         let (prefix, name) = target
             .rsplit_once('.')
             .ok_or_else(|| unknown(format!("X-Amz-Target {target:?}")))?;
+        // The target must name one of the services the scope and host allow.
         for &i in TABLES.by_target(prefix) {
             let service = &TABLES.services[i];
-            if service.signing == signing
+            if candidates.iter().any(|c| std::ptr::eq(*c, service))
                 && let Some(operation) = service.operation(name)
             {
                 return Ok(Resolved {

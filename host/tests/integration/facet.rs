@@ -171,3 +171,19 @@ fn facet_command_explains_what_it_cannot_understand() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
 }
+
+#[test]
+fn a_json_target_must_belong_to_the_host_it_is_sent_to() {
+    // DynamoDB Streams' target sent to the DynamoDB host (both sign as "dynamodb").
+    let request = b"POST / HTTP/1.1\r\nHost: dynamodb.us-east-1.amazonaws.com\r\nX-Amz-Target: DynamoDBStreams_20120810.ListStreams\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: 2\r\n\r\n{}";
+    let error = understand_bytes(request, &AccountNames::default()).expect_err("wrong host");
+    assert!(
+        error.to_string().contains("unknown operation for dynamodb"),
+        "{error}"
+    );
+    let streams =
+        String::from_utf8_lossy(request).replace("Host: dynamodb.", "Host: streams.dynamodb.");
+    let facet =
+        understand_bytes(streams.as_bytes(), &AccountNames::default()).expect("streams host");
+    assert_eq!(facet.action, "ListStreams");
+}
