@@ -6,14 +6,18 @@
 //! - [`host`]: what an AWS host name says (region, endpoint, S3 bucket);
 //! - [`tables`]: every service and operation, generated from AWS's models;
 //! - [`resources`]: the ARNs a call touches;
-//! - [`sigv4`]: verifying the agent's signature.
+//! - [`sigv4`]: verifying the agent's signature and re-signing;
+//! - [`chunked`]: aws-chunked bodies, verified and re-signed chunk by chunk;
+//! - [`sts`]: the target account's assumed-role credentials, cached.
 
 pub mod account;
+pub mod chunked;
 pub mod host;
 pub mod request;
 pub mod resources;
 pub mod scope;
 pub mod sigv4;
+pub mod sts;
 pub mod tables;
 
 use std::borrow::Cow;
@@ -61,6 +65,14 @@ pub fn understand_bytes(bytes: &[u8], names: &AccountNames) -> Result<Facet, Und
 
 /// Build the facet of one request. `principal` and `endpoint` are left for the proxy.
 pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, UnderstandError> {
+    understand_call(request, names).map(|(facet, _)| facet)
+}
+
+/// [`understand`], with the protocol the call speaks (how to answer it with an error).
+pub fn understand_call(
+    request: &Request,
+    names: &AccountNames,
+) -> Result<(Facet, Protocol), UnderstandError> {
     let scope = Scope::of(request)?;
     let host_name = request.host();
     let aws_host = host::parse(host_name);
@@ -137,7 +149,7 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
         },
     });
 
-    Ok(Facet {
+    let facet = Facet {
         service: signing,
         action: operation.name.clone(),
         iam_action: operation.iam_action.clone(),
@@ -151,10 +163,55 @@ pub fn understand(request: &Request, names: &AccountNames) -> Result<Facet, Unde
         principal: String::new(),
         endpoint: String::new(),
         params,
-    })
+    };
+    Ok((facet, resolved.protocol))
 }
 
-fn partition(region: &str) -> &'static str {
+/// The protocol a request most likely speaks, for refusing it before it is understood:
+/// its headers first, then what the services signing as `signing` speak.
+pub fn protocol_hint(request: &Request, signing: Option<&str>) -> Protocol {
+    if request
+        .header("smithy-protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("rpc-v2-cbor"))
+    {
+        return Protocol::Cbor;
+    }
+    if request.header("x-amz-target").is_some() {
+        return Protocol::Json;
+    }
+    let service = signing
+        .and_then(|s| TABLES.by_signing(s).first())
+        .map(|&i| &TABLES.services[i]);
+    let is_form = request
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    match service {
+        Some(s) if is_form && s.speaks(Protocol::Ec2) => Protocol::Ec2,
+        _ if is_form => Protocol::Query,
+        Some(s) if s.speaks(Protocol::RestJson) => Protocol::RestJson,
+        Some(s) if s.speaks(Protocol::Json) => Protocol::Json,
+        Some(s) if s.speaks(Protocol::Query) => Protocol::Query,
+        _ => Protocol::RestXml,
+    }
+}
+
+/// The regional host of the service signing as `signing` (`sqs.eu-west-1.amazonaws.com`),
+/// for requests that arrive at sigward's own address (`AWS_ENDPOINT_URL`).
+pub fn regional_host(signing: &str, region: &str) -> Option<String> {
+    let service = TABLES
+        .by_signing(signing)
+        .iter()
+        .map(|&i| &TABLES.services[i])
+        .find(|s| s.signing == signing)?;
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    Some(format!("{}.{region}.{suffix}", service.prefix))
+}
+
+pub(crate) fn partition(region: &str) -> &'static str {
     if region.starts_with("cn-") {
         "aws-cn"
     } else if region.starts_with("us-gov-") {

@@ -1,10 +1,11 @@
-//! The command line: `sigward check`, `sigward facet` and `sigward policy {eval,test,bench,list}`.
+//! The command line: `sigward serve`, `sigward check`, `sigward facet` and `sigward policy {eval,test,bench,list}`.
 //!
 //! Exit codes: 0 success, 1 a test failed, 2 bad input (a one-line error on stderr).
 
 mod check;
 mod facet;
 mod policy;
+mod serve;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the proxy: print HTTPS_PROXY and AWS_CA_BUNDLE for agents, then serve.
+    Serve(serve::ServeArgs),
     /// Validate a configuration file without starting: keys, policies, credentials.
     Check(check::CheckArgs),
     /// Print the aws facet of one raw HTTP request, as policies would see it.
@@ -73,6 +76,7 @@ impl LimitArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::serve(args),
         Command::Check(args) => check::check(args),
         Command::Facet(args) => facet::facet(args),
         Command::Policy(PolicyCommand::Eval(args)) => policy::eval(args),

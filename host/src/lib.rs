@@ -1,5 +1,7 @@
-//! sigward: a proxy between AI agents and the AWS APIs. Each call is understood as an
-//! aws facet ([`facet`]) and judged by WebAssembly policies ([`policy`]).
+//! sigward: a proxy between AI agents and the AWS APIs. Each call arrives through a
+//! [`proxy`] listener, is understood as an aws facet ([`aws`], [`facet`]), judged by
+//! WebAssembly policies ([`policy`]), re-signed and forwarded — in the order the
+//! [`pipeline`] spells out.
 
 #![forbid(unsafe_code)]
 
@@ -7,6 +9,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod facet;
+pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod tls;

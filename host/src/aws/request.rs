@@ -69,6 +69,28 @@ impl<'a> Request<'a> {
         Ok(request)
     }
 
+    /// A request whose head an HTTP server already parsed: `target` is the origin-form
+    /// path and query, `body` the bytes after transfer decoding (empty when the body is
+    /// streamed rather than read). Content encodings are removed as [`Request::parse`] does.
+    pub fn from_parts(
+        method: &'a str,
+        target: &'a str,
+        headers: Vec<(&'a str, &'a [u8])>,
+        body: &'a [u8],
+    ) -> Self {
+        let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+        let mut request = Request {
+            method,
+            raw_path,
+            raw_query,
+            query: decode_query(raw_query),
+            headers,
+            body: Cow::Borrowed(&[]),
+        };
+        request.body = request.decode_content(Cow::Borrowed(body));
+        request
+    }
+
     /// The first value of a header (any case), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&'a str> {
         let (_, value) = self
@@ -122,6 +144,12 @@ impl<'a> Request<'a> {
                 .unwrap_or(rest.len());
             Cow::Borrowed(&rest[..len.min(rest.len())])
         };
+        Ok(self.decode_content(body))
+    }
+
+    /// Remove content encodings understanding can see through: gzip is inflated
+    /// (bounded); an aws-chunked or oversized body is not inspected (empty).
+    fn decode_content(&self, body: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
         let encodings = self.header("content-encoding").unwrap_or_default();
         let has = |name: &str| {
             encodings
@@ -129,7 +157,7 @@ impl<'a> Request<'a> {
                 .any(|e| e.trim().eq_ignore_ascii_case(name))
         };
         if has("aws-chunked") || body.len() > MAX_BODY {
-            return Ok(Cow::Borrowed(&[]));
+            return Cow::Borrowed(&[]);
         }
         if has("gzip") {
             let mut inflated = Vec::new();
@@ -138,9 +166,9 @@ impl<'a> Request<'a> {
                 .take(MAX_BODY as u64 + 1)
                 .read_to_end(&mut inflated);
             let keep = read.is_ok() && inflated.len() <= MAX_BODY;
-            return Ok(Cow::Owned(if keep { inflated } else { Vec::new() }));
+            return Cow::Owned(if keep { inflated } else { Vec::new() });
         }
-        Ok(body)
+        body
     }
 }
 

@@ -124,24 +124,7 @@ pub fn verify(
 
     // A presigned URL's signature parameters are what the signer adds; leave them out.
     let query = if scope.presigned {
-        request
-            .raw_query
-            .split('&')
-            .filter(|pair| {
-                let key = pair.split('=').next().unwrap_or_default();
-                !matches!(
-                    key,
-                    "X-Amz-Algorithm"
-                        | "X-Amz-Credential"
-                        | "X-Amz-Date"
-                        | "X-Amz-Expires"
-                        | "X-Amz-SignedHeaders"
-                        | "X-Amz-Signature"
-                        | "X-Amz-Security-Token"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("&")
+        without_signature_params(request.raw_query)
     } else {
         request.raw_query.to_string()
     };
@@ -176,6 +159,27 @@ pub fn verify(
     } else {
         Err(VerifyError::Mismatch)
     }
+}
+
+/// A presigned URL's query without the parameters its signer added.
+pub fn without_signature_params(raw_query: &str) -> String {
+    raw_query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            !matches!(
+                key,
+                "X-Amz-Algorithm"
+                    | "X-Amz-Credential"
+                    | "X-Amz-Date"
+                    | "X-Amz-Expires"
+                    | "X-Amz-SignedHeaders"
+                    | "X-Amz-Signature"
+                    | "X-Amz-Security-Token"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn check_time(
@@ -328,36 +332,50 @@ pub const AGENT_SIGNATURE_HEADERS: &[&str] = &[
     "x-amz-content-sha256",
 ];
 
-/// An outgoing request to sign: the agent's request without [`AGENT_SIGNATURE_HEADERS`],
-/// with `host` set to the upstream authority.
+/// An outgoing request to sign: the agent's request without [`AGENT_SIGNATURE_HEADERS`]
+/// (and, for a presigned URL, without its `X-Amz-*` signature parameters), with `host`
+/// set to the upstream authority.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     pub method: &'a str,
     /// Path and query, as they go on the wire.
     pub uri: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
-    /// The agent's declared `x-amz-content-sha256`, kept (and sent) when present; else
-    /// the body is hashed.
+    /// The agent's declared `x-amz-content-sha256` (a hex hash, `UNSIGNED-PAYLOAD` or a
+    /// `STREAMING-…` mode), kept and sent when present; else the body is hashed.
     pub payload_hash: Option<&'a str>,
     pub body: &'a [u8],
+    /// Sign in the query string, valid for this long (re-presigning a presigned URL).
+    pub presign: Option<Duration>,
 }
 
-/// Sign `request` for `service` in `region` at `now` (headers form). Returns the headers
-/// to add: `authorization`, `x-amz-date`, and `x-amz-security-token` /
-/// `x-amz-content-sha256` where they apply.
+/// What signing adds to an outgoing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// `authorization`, `x-amz-date`, and `x-amz-security-token` / `x-amz-content-sha256`
+    /// where they apply (headers form).
+    pub headers: Vec<(String, String)>,
+    /// The `X-Amz-*` query parameters (presigned form), to append to the query.
+    pub params: Vec<(String, String)>,
+    /// The signature: the seed of an aws-chunked body's chunk signatures.
+    pub signature: String,
+}
+
+/// Sign `request` for `service` in `region` at `now` with `credentials`.
 pub fn resign(
     request: &Outgoing<'_>,
     service: &str,
     region: &str,
     credentials: &SigningCredentials,
     now: SystemTime,
-) -> Result<Vec<(String, String)>, VerifyError> {
+) -> Result<Signed, VerifyError> {
     let Outgoing {
         method,
         uri,
         headers,
         payload_hash,
         body,
+        presign,
     } = *request;
     let s3 = is_s3(service);
     let mut settings = settings_for(service);
@@ -366,10 +384,16 @@ pub fn resign(
             settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
             SignableBody::Precomputed(hash.to_string())
         }
+        None if presign.is_some() => SignableBody::UnsignedPayload,
         None => SignableBody::Bytes(body),
     };
     if s3 {
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    }
+    if let Some(expires) = presign {
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(expires);
+        settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
     }
     let identity: Identity = Credentials::new(
         &credentials.access_key_id,
@@ -390,12 +414,19 @@ pub fn resign(
         .into();
     let signable = SignableRequest::new(method, uri, headers.iter().copied(), body)
         .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-    let (instructions, _signature) = sign(signable, &params)
+    let (instructions, signature) = sign(signable, &params)
         .map_err(|e| VerifyError::Malformed(e.to_string()))?
         .into_parts();
-    let (added, _) = instructions.into_parts();
-    Ok(added
-        .into_iter()
-        .map(|h| (h.name().to_string(), h.value().to_string()))
-        .collect())
+    let (added, params) = instructions.into_parts();
+    Ok(Signed {
+        headers: added
+            .into_iter()
+            .map(|h| (h.name().to_string(), h.value().to_string()))
+            .collect(),
+        params: params
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.into_owned()))
+            .collect(),
+        signature,
+    })
 }

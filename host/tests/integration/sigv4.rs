@@ -186,6 +186,7 @@ fn resigned_requests_verify_with_the_new_credentials_only() {
             headers: &headers,
             payload_hash: request.header("x-amz-content-sha256"),
             body: &request.body,
+            presign: None,
         };
         let added = resign(&outgoing, scope.service, scope.region, &role, now)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -200,7 +201,7 @@ fn resigned_requests_verify_with_the_new_credentials_only() {
         for (n, v) in headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
-            .chain(added.clone())
+            .chain(added.headers.clone())
         {
             out.push_str(&format!("{n}: {v}\r\n"));
         }

@@ -1,0 +1,205 @@
+//! Credentials for the target account: the base credential assumes
+//! `arn:aws:iam::<account>:role/<role>` (aws-sdk-sts, on the endpoint's regional STS
+//! endpoint), cached per (account, role) and refreshed five minutes before expiry.
+//! Concurrent requests for one account wait on one AssumeRole (single flight): the cache
+//! entry's lock is held while it is filled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
+use aws_smithy_runtime_api::client::http::SharedHttpConnector;
+
+use super::sigv4::SigningCredentials;
+use crate::config::BaseCredential;
+use crate::proxy::forward::{StsConnector, Upstream};
+
+/// Credentials are renewed this long before they expire.
+pub const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+/// How long an assumed-role session lasts (STS's default and minimum for chaining).
+const SESSION: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("could not assume role {role_arn}: {reason}")]
+pub struct StsError {
+    pub role_arn: String,
+    pub reason: String,
+}
+
+#[derive(Clone)]
+struct Cached {
+    credentials: SigningCredentials,
+    expires: SystemTime,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+
+/// One endpoint's assumed-role credentials.
+pub struct CredentialCache {
+    client: aws_sdk_sts::Client,
+    role: String,
+    partition: &'static str,
+    slots: Mutex<HashMap<String, Slot>>,
+    assumed: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for CredentialCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialCache")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CredentialCache {
+    /// A cache assuming `role` with `base` through `upstream`, on `region`'s STS endpoint.
+    pub fn new(
+        base: &BaseCredential,
+        role: &str,
+        region: &str,
+        upstream: Upstream,
+    ) -> Result<Self, StsError> {
+        let fail = |reason: String| StsError {
+            role_arn: format!("arn:aws:iam::*:role/{role}"),
+            reason,
+        };
+        let credentials = match base {
+            BaseCredential::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => Credentials::new(
+                access_key_id,
+                secret_access_key,
+                session_token.clone(),
+                None,
+                "sigward-config",
+            ),
+            BaseCredential::Environment => {
+                let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+                let (Some(id), Some(secret)) =
+                    (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+                else {
+                    return Err(fail(
+                        "source = \"environment\" but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set"
+                            .into(),
+                    ));
+                };
+                Credentials::new(id, secret, var("AWS_SESSION_TOKEN"), None, "environment")
+            }
+        };
+        let connector = SharedHttpConnector::new(StsConnector(upstream));
+        let http_client: SharedHttpClient =
+            aws_smithy_runtime_api::client::http::http_client_fn(move |_, _| connector.clone());
+        let suffix = if region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        let config = aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .credentials_provider(credentials)
+            .endpoint_url(format!("https://sts.{region}.{suffix}"))
+            .http_client(http_client)
+            .timeout_config(
+                aws_smithy_types::timeout::TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_secs(15))
+                    .build(),
+            )
+            .build();
+        Ok(Self {
+            client: aws_sdk_sts::Client::from_conf(config),
+            role: role.to_string(),
+            partition: super::partition(region),
+            slots: Mutex::default(),
+            assumed: 0.into(),
+        })
+    }
+
+    /// How many AssumeRole calls this cache has made.
+    pub fn assume_count(&self) -> u64 {
+        self.assumed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Credentials for `account`, assumed now unless cached ones last 5 more minutes.
+    /// `agent` names the session (it shows in the target account's CloudTrail).
+    pub async fn get(&self, account: &str, agent: &str) -> Result<SigningCredentials, StsError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(slots.entry(account.to_string()).or_default())
+        };
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.expires > SystemTime::now() + REFRESH_AHEAD
+        {
+            return Ok(c.credentials.clone());
+        }
+        let fresh = self.assume(account, agent).await?;
+        let credentials = fresh.credentials.clone();
+        *cached = Some(fresh);
+        Ok(credentials)
+    }
+
+    async fn assume(&self, account: &str, agent: &str) -> Result<Cached, StsError> {
+        let role_arn = format!("arn:{}:iam::{account}:role/{}", self.partition, self.role);
+        self.assumed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let output = self
+            .client
+            .assume_role()
+            .role_arn(&role_arn)
+            .role_session_name(session_name(agent))
+            .duration_seconds(SESSION.as_secs() as i32)
+            .send()
+            .await
+            .map_err(|e| StsError {
+                role_arn: role_arn.clone(),
+                reason: crate::proxy::forward::error_chain(&e),
+            })?;
+        let credentials = output.credentials().ok_or_else(|| StsError {
+            role_arn: role_arn.clone(),
+            reason: "STS answered without credentials".into(),
+        })?;
+        let expires = SystemTime::try_from(*credentials.expiration())
+            .unwrap_or_else(|_| SystemTime::now() + REFRESH_AHEAD);
+        tracing::info!(role = %role_arn, agent, "assumed role");
+        Ok(Cached {
+            credentials: SigningCredentials {
+                access_key_id: credentials.access_key_id().to_string(),
+                secret_access_key: credentials.secret_access_key().to_string(),
+                session_token: Some(credentials.session_token().to_string()),
+            },
+            expires,
+        })
+    }
+}
+
+/// `sigward-<agent>`, in the characters and length STS allows (`[\w+=,.@-]{2,64}`).
+fn session_name(agent: &str) -> String {
+    let name: String = format!("sigward-{agent}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_are_what_sts_accepts() {
+        assert_eq!(session_name("claude"), "sigward-claude");
+        assert_eq!(session_name("a b/c"), "sigward-a-b-c");
+        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
+    }
+}

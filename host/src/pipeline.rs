@@ -1,0 +1,660 @@
+//! One request's path through sigward, in order:
+//! authenticate → understand → judge → credentials → re-sign → forward → record.
+//!
+//! Every refusal is an AWS-shaped error in the protocol the agent speaks, and nothing is
+//! forwarded unless every stage said yes: a request is never sent with the agent's own
+//! signature, unsigned, or with a body that did not verify.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::aws::chunked::{Chain, Resigner};
+use crate::aws::request::Request as AwsRequest;
+use crate::aws::scope::Scope;
+use crate::aws::sigv4::{self, AGENT_SIGNATURE_HEADERS, Outgoing, SigningCredentials};
+use crate::aws::sts::CredentialCache;
+use crate::aws::tables::Protocol;
+use crate::aws::{self, request::MAX_BODY};
+use crate::config::{Agent, Config, Endpoint};
+use crate::policy::{Policies, Verdict};
+use crate::proxy::body::{self, Failure};
+use crate::proxy::errors::aws_error;
+use crate::proxy::forward::{Body, BoxError, Upstream};
+
+/// A body without a declared hash must be read whole to check its signature (only S3
+/// declares one); past this it is refused.
+pub const MAX_BUFFERED: usize = 64 << 20;
+
+/// Headers that describe one connection, not the request: never forwarded either way.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+/// An endpoint's running parts.
+pub struct Route {
+    pub endpoint: Endpoint,
+    pub upstream: Upstream,
+    pub credentials: CredentialCache,
+}
+
+/// Everything a request needs, shared by every connection.
+pub struct Pipeline {
+    pub routes: Vec<Route>,
+    agents: HashMap<String, Agent>,
+    policies: Arc<Policies>,
+    request_ids: AtomicU64,
+}
+
+/// How the connection a request came on was opened.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Index into [`Pipeline::routes`].
+    pub route: usize,
+    /// The host of the CONNECT tunnel; `None` on the direct (`AWS_ENDPOINT_URL`) listener,
+    /// where the host comes from the credential scope.
+    pub tunnel_host: Option<String>,
+}
+
+/// A refusal: status, AWS error code, message.
+struct Refusal {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+/// What the record line says about a request.
+#[derive(Default)]
+struct Record {
+    agent: String,
+    summary: String,
+    verdict: &'static str,
+    policies: String,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config, routes: Vec<Route>, policies: Arc<Policies>) -> Self {
+        let agents = config
+            .agents
+            .iter()
+            .flat_map(|a| a.access_key_ids.iter().map(move |k| (k.clone(), a.clone())))
+            .collect();
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            routes,
+            agents,
+            policies,
+            request_ids: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        }
+    }
+
+    /// The route whose host patterns match `host`, if any.
+    pub fn route_for(&self, host: &str) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            r.endpoint
+                .hosts
+                .iter()
+                .any(|pattern| host_matches(pattern, host))
+        })
+    }
+
+    /// Handle one request; always answers.
+    pub async fn handle(&self, request: Request<Incoming>, arrival: &Arrival) -> Response<Body> {
+        let started = Instant::now();
+        let id = format!(
+            "{:016x}",
+            self.request_ids
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+        );
+        let mut record = Record::default();
+        let mut protocol = Protocol::RestXml;
+        let result = self
+            .run(request, arrival, &mut record, &mut protocol)
+            .await;
+        let route = &self.routes[arrival.route];
+        let latency_us = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(response) => {
+                tracing::info!(
+                    target: "sigward::request",
+                    request_id = %id,
+                    endpoint = %route.endpoint.name,
+                    agent = %record.agent,
+                    call = %record.summary,
+                    verdict = record.verdict,
+                    policies = %record.policies,
+                    upstream_status = response.status().as_u16(),
+                    latency_us,
+                );
+                response
+            }
+            Err(refusal) => {
+                tracing::info!(
+                    target: "sigward::request",
+                    request_id = %id,
+                    endpoint = %route.endpoint.name,
+                    agent = %record.agent,
+                    call = %record.summary,
+                    verdict = if record.verdict.is_empty() { "refused" } else { record.verdict },
+                    policies = %record.policies,
+                    status = refusal.status,
+                    code = refusal.code,
+                    reason = %refusal.message,
+                    latency_us,
+                );
+                error_response(protocol, &refusal, &id)
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        request: Request<Incoming>,
+        arrival: &Arrival,
+        record: &mut Record,
+        protocol: &mut Protocol,
+    ) -> Result<Response<Body>, Refusal> {
+        let route = &self.routes[arrival.route];
+        let endpoint = &route.endpoint;
+        let (parts, incoming) = request.into_parts();
+
+        // The host the agent addressed must be the tunnel's.
+        let host_header = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(tunnel) = &arrival.tunnel_host
+            && !strip_port(&host_header).eq_ignore_ascii_case(strip_port(tunnel))
+        {
+            return Err(refuse(
+                400,
+                "InvalidRequest",
+                format!("sigward: Host {host_header:?} is not the host of the tunnel ({tunnel})"),
+            ));
+        }
+
+        // How the body travels decides whether it is read now.
+        let declared = parts
+            .headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mode = BodyMode::of(declared.as_deref(), &parts.headers)?;
+        let (buffered, incoming): (Bytes, Option<Incoming>) = if mode == BodyMode::Buffer {
+            let limit = if declared.is_none() { MAX_BUFFERED } else { MAX_BODY };
+            match Limited::new(incoming, limit).collect().await {
+                Ok(collected) => (collected.to_bytes(), None),
+                Err(e) => {
+                    return Err(refuse(
+                        413,
+                        "RequestEntityTooLarge",
+                        format!("sigward: the request body could not be read whole ({e}); bodies without x-amz-content-sha256 are limited to {MAX_BUFFERED} bytes"),
+                    ));
+                }
+            }
+        } else {
+            (Bytes::new(), Some(incoming))
+        };
+
+        // The request as the agent signed it.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let headers: Vec<(&str, &[u8])> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let signed = AwsRequest::from_parts(parts.method.as_str(), &target, headers, &[]);
+        let signed = AwsRequest {
+            body: std::borrow::Cow::Borrowed(&buffered),
+            ..signed
+        };
+
+        // 1. authenticate
+        let scope = Scope::of(&signed)
+            .map_err(|e| refuse(403, "IncompleteSignature", format!("sigward: {e}")))?
+            .ok_or_else(|| {
+                refuse(
+                    403,
+                    "MissingAuthenticationToken",
+                    "sigward: the request is not signed; sigward forwards only requests signed with an agent's key",
+                )
+            })?;
+        *protocol = aws::protocol_hint(&signed, Some(scope.service));
+        let agent = self.agents.get(scope.access_key_id).ok_or_else(|| {
+            refuse(
+                403,
+                "InvalidClientTokenId",
+                format!(
+                    "The security token included in the request is invalid: access key id {} is not an agent's (sigward)",
+                    scope.access_key_id
+                ),
+            )
+        })?;
+        record.agent.clone_from(&agent.name);
+        let now = SystemTime::now();
+        if endpoint.verify_signatures {
+            sigv4::verify(&signed, &scope, &agent.secret_access_key, now).map_err(|e| {
+                let status = if matches!(e, sigv4::VerifyError::Malformed(_)) { 400 } else { 403 };
+                refuse(status, e.code(), format!("sigward: {e}"))
+            })?;
+        }
+
+        // Where the call really goes: the tunnel's host, or the scope's regional host.
+        let host = match &arrival.tunnel_host {
+            Some(tunnel) => tunnel.clone(),
+            None => aws::regional_host(scope.service, scope.region).ok_or_else(|| {
+                refuse(400, "InvalidRequest", format!("sigward: no AWS host for service {}", scope.service))
+            })?,
+        };
+
+        if arrival.tunnel_host.is_none()
+            && !endpoint.hosts.iter().any(|p| host_matches(p, &host))
+        {
+            return Err(refuse(
+                403,
+                "AccessDenied",
+                format!("sigward: {host} is not a host endpoint {} intercepts", endpoint.name),
+            ));
+        }
+
+        // 2. understand (as the host sees it; the body decoded)
+        let mut view_headers: Vec<(&str, &[u8])> = signed.headers.clone();
+        for (name, value) in &mut view_headers {
+            if name.eq_ignore_ascii_case("host") {
+                *value = host.as_bytes();
+            }
+        }
+        let view = AwsRequest::from_parts(signed.method, &target, view_headers, &buffered);
+        let (mut facet, understood_protocol) = aws::understand_call(&view, &endpoint.accounts)
+            .map_err(|e| refuse(400, "InvalidRequest", format!("sigward: {e}")))?;
+        *protocol = understood_protocol;
+        facet.principal.clone_from(&agent.name);
+        facet.endpoint.clone_from(&endpoint.name);
+        record.summary = format!(
+            "{} {} {} {}",
+            facet.iam_action,
+            facet.account_name.as_deref().unwrap_or(&facet.account),
+            facet.region,
+            facet.resources.first().map_or("", String::as_str)
+        )
+        .trim_end()
+        .to_string();
+
+        // 3. judge
+        let snapshot = self.policies.current();
+        let set = snapshot.endpoint(&endpoint.name).ok_or_else(|| {
+            refuse(403, "AccessDenied", format!("sigward: endpoint {} has no policy set", endpoint.name))
+        })?;
+        let judgement = set.judge(&facet);
+        record.policies = judgement
+            .evaluations
+            .iter()
+            .map(|e| format!("{}@{}", e.policy, e.digest.short()))
+            .collect::<Vec<_>>()
+            .join(",");
+        record.verdict = judgement.verdict.kind();
+        match judgement.verdict {
+            Verdict::Allow => {}
+            Verdict::Deny { reason } => return Err(refuse(403, "AccessDenied", reason)),
+            Verdict::Approve { approvers, prompt } => {
+                return Err(refuse(
+                    403,
+                    "AccessDenied",
+                    format!(
+                        "approval by {} is required ({prompt}); sigward cannot hold requests for approval yet",
+                        approvers.join(", ")
+                    ),
+                ));
+            }
+        }
+
+        // 4. credentials
+        let credentials = route
+            .credentials
+            .get(&facet.account, &agent.name)
+            .await
+            .map_err(|e| {
+                let account = match &facet.account_name {
+                    Some(name) => format!("{name} ({})", facet.account),
+                    None => facet.account.clone(),
+                };
+                refuse(503, "ServiceUnavailable", format!("sigward: account {account}: {e}"))
+            })?;
+
+        // 5. re-sign
+        let failure = Failure::default();
+        let (outgoing, body) = resign(
+            &signed,
+            &scope,
+            &host,
+            &credentials,
+            now,
+            ResignBody {
+                mode,
+                declared: declared.as_deref(),
+                buffered: &buffered,
+                incoming,
+                failure: failure.clone(),
+                agent_secret: &agent.secret_access_key,
+            },
+        )?;
+        let mut request = Request::builder()
+            .method(parts.method.clone())
+            .uri(
+                route
+                    .upstream
+                    .uri(&host, &outgoing.path_and_query)
+                    .map_err(|e| refuse(500, "InternalFailure", format!("sigward: {e}")))?,
+            )
+            .body(body)
+            .map_err(|e| refuse(500, "InternalFailure", format!("sigward: {e}")))?;
+        *request.headers_mut() = outgoing.headers;
+
+        // 6. forward
+        let response = route.upstream.send(request).await.map_err(|e| {
+            if let Some(body_error) = failure.take() {
+                let (status, code) = body_error.code();
+                return refuse(status, code, format!("sigward: {body_error}"));
+            }
+            refuse(502, "ServiceUnavailable", format!("sigward: upstream {host}: {e}"))
+        })?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
+        ))
+    }
+}
+
+/// How a request body travels, from its `x-amz-content-sha256`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    /// Read whole: no declared hash (its signature covers the bytes), or small.
+    Buffer,
+    /// Streamed and checked against the declared hash.
+    Hashed,
+    /// Streamed as is (`UNSIGNED-PAYLOAD`, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`).
+    Pass,
+    /// aws-chunked, signed chunk by chunk: verified and re-signed as it streams.
+    Chunked { trailer: bool },
+}
+
+impl BodyMode {
+    fn of(declared: Option<&str>, headers: &HeaderMap) -> Result<Self, Refusal> {
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let small = length.is_some_and(|l| l <= MAX_BODY);
+        let aws_chunked = headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("aws-chunked")));
+        Ok(match declared {
+            None => BodyMode::Buffer,
+            Some("STREAMING-AWS4-HMAC-SHA256-PAYLOAD") => BodyMode::Chunked { trailer: false },
+            Some("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER") => {
+                BodyMode::Chunked { trailer: true }
+            }
+            // Small bodies are read so that understanding sees them.
+            Some(hash) if is_sha256(hash) && small && !aws_chunked => BodyMode::Buffer,
+            Some(hash) if is_sha256(hash) => BodyMode::Hashed,
+            Some("UNSIGNED-PAYLOAD" | "STREAMING-UNSIGNED-PAYLOAD-TRAILER") => BodyMode::Pass,
+            Some(other) => {
+                return Err(refuse(
+                    400,
+                    "InvalidRequest",
+                    format!("sigward: x-amz-content-sha256 {other:?} is not supported (SigV4a is not)"),
+                ));
+            }
+        })
+    }
+}
+
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+struct ResignBody<'a> {
+    mode: BodyMode,
+    declared: Option<&'a str>,
+    buffered: &'a Bytes,
+    incoming: Option<Incoming>,
+    failure: Failure,
+    agent_secret: &'a str,
+}
+
+struct Resigned {
+    path_and_query: String,
+    headers: HeaderMap,
+}
+
+/// Strip the agent's signature, sign with the assumed role's credentials, and set up
+/// the body's stage.
+fn resign(
+    signed: &AwsRequest<'_>,
+    scope: &Scope<'_>,
+    host: &str,
+    credentials: &SigningCredentials,
+    now: SystemTime,
+    body: ResignBody<'_>,
+) -> Result<(Resigned, Body), Refusal> {
+    let internal = |e: String| refuse(500, "InternalFailure", format!("sigward: re-signing failed: {e}"));
+
+    // Headers to send: the agent's, minus hop-by-hop and its signature, Host set.
+    let mut send: Vec<(&str, &str)> = Vec::with_capacity(signed.headers.len());
+    for (name, value) in &signed.headers {
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str())
+            || AGENT_SIGNATURE_HEADERS.contains(&lower.as_str())
+            || lower == "host"
+        {
+            continue;
+        }
+        // A value that is not text cannot be signed; it is not sent either.
+        if let Ok(value) = std::str::from_utf8(value) {
+            send.push((name, value));
+        }
+    }
+    send.push(("host", host));
+
+    let query = if scope.presigned {
+        sigv4::without_signature_params(signed.raw_query)
+    } else {
+        signed.raw_query.to_string()
+    };
+    let uri = if query.is_empty() {
+        signed.raw_path.to_string()
+    } else {
+        format!("{}?{query}", signed.raw_path)
+    };
+    let presign = if scope.presigned {
+        let expires = signed
+            .query_param("X-Amz-Expires")
+            .and_then(|e| e.parse::<u64>().ok())
+            .unwrap_or(900);
+        Some(Duration::from_secs(expires))
+    } else {
+        None
+    };
+    let outgoing = Outgoing {
+        method: signed.method,
+        uri: &uri,
+        headers: &send,
+        payload_hash: if presign.is_some() { None } else { body.declared },
+        body: body.buffered,
+        presign,
+    };
+    let added = sigv4::resign(&outgoing, scope.service, scope.region, credentials, now)
+        .map_err(|e| internal(e.to_string()))?;
+
+    let mut path_and_query = uri;
+    if !added.params.is_empty() {
+        let params = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&added.params)
+            .finish()
+            .replace('+', "%20");
+        path_and_query.push(if query.is_empty() { '?' } else { '&' });
+        path_and_query.push_str(&params);
+    }
+    let mut headers = HeaderMap::with_capacity(send.len() + added.headers.len());
+    for (name, value) in send
+        .iter()
+        .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
+        .chain(added.headers)
+    {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(e.to_string()))?;
+        let value = HeaderValue::from_str(&value).map_err(|e| internal(e.to_string()))?;
+        headers.append(name, value);
+    }
+
+    let stream = body.incoming;
+    let body = match (body.mode, stream) {
+        (BodyMode::Buffer, _) | (_, None) => Full::new(body.buffered.clone())
+            .map_err(|never| match never {})
+            .boxed(),
+        (BodyMode::Pass, Some(incoming)) => body::Outgoing::pass(incoming, body.failure).boxed(),
+        (BodyMode::Hashed, Some(incoming)) => {
+            body::Outgoing::hashed(incoming, body.declared.unwrap_or_default(), body.failure)
+                .boxed()
+        }
+        (BodyMode::Chunked { trailer }, Some(incoming)) => {
+            let seed = signed
+                .header("authorization")
+                .and_then(|a| a.rsplit_once("Signature="))
+                .map(|(_, s)| s.trim().to_string())
+                .ok_or_else(|| internal("the agent's seed signature is missing".into()))?;
+            let signed_at = signed
+                .header("x-amz-date")
+                .ok_or_else(|| internal("X-Amz-Date is missing".into()))
+                .and_then(|d| sigv4::parse_amz_date(d).map_err(|e| internal(e.to_string())))?;
+            let agent = Chain::new(
+                scope.access_key_id,
+                body.agent_secret,
+                signed_at,
+                scope.region,
+                scope.service,
+                &seed,
+            );
+            let ours = Chain::new(
+                &credentials.access_key_id,
+                &credentials.secret_access_key,
+                now,
+                scope.region,
+                scope.service,
+                &added.signature,
+            );
+            body::Outgoing::resigned(incoming, Resigner::new(agent, ours, trailer), body.failure)
+                .boxed()
+        }
+    };
+    Ok((
+        Resigned {
+            path_and_query,
+            headers,
+        },
+        body,
+    ))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.contains(':') => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// `*.amazonaws.com` matches any name ending in `.amazonaws.com`; other patterns match
+/// exactly (case-insensitively).
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = strip_port(host);
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() + 1
+            && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.',
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+fn error_response(protocol: Protocol, refusal: &Refusal, request_id: &str) -> Response<Body> {
+    let error = aws_error(protocol, refusal.status, refusal.code, &refusal.message, request_id);
+    let mut response = Response::new(Full::new(Bytes::from(error.body)).map_err(|never| match never {}).boxed());
+    *response.status_mut() =
+        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in error.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// A plain refusal for a proxy-level problem (a CONNECT to a host not intercepted).
+pub fn plain_response(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        assert!(host_matches("*.amazonaws.com", "s3.amazonaws.com"));
+        assert!(host_matches("*.amazonaws.com", "b.s3.us-east-1.AMAZONAWS.com:443"));
+        assert!(!host_matches("*.amazonaws.com", "amazonaws.com"));
+        assert!(!host_matches("*.amazonaws.com", "evilamazonaws.com"));
+        assert!(!host_matches("*.amazonaws.com", "s3.amazonaws.com.evil.net"));
+        assert!(host_matches("sts.amazonaws.com", "STS.amazonaws.com"));
+        assert!(!host_matches("sts.amazonaws.com", "x.sts.amazonaws.com"));
+    }
+}

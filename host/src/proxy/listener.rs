@@ -1,0 +1,214 @@
+//! The two ways in:
+//!
+//! - the forward proxy (`HTTPS_PROXY=http://…`): `CONNECT host:443` to a host an
+//!   endpoint intercepts is answered, then TLS is terminated with a leaf certificate for
+//!   that host minted by sigward's CA; any other host is refused — no blind tunnels;
+//! - the direct listener (`AWS_ENDPOINT_URL=https://127.0.0.1:PORT`): TLS with a
+//!   certificate for the name the client asks for (localhost, 127.0.0.1).
+//!
+//! Both speak HTTP/1.1 with keep-alive to the agent and hand every request to the
+//! [`Pipeline`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::pipeline::{Arrival, Pipeline, plain_response};
+use crate::tls::LeafResolver;
+
+/// The TLS side of both listeners.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    leaves: Arc<LeafResolver>,
+    base: Arc<ServerConfig>,
+}
+
+impl Tls {
+    pub fn new(leaves: Arc<LeafResolver>) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut base = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(leaves.clone() as Arc<dyn ResolvesServerCert>);
+        base.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            leaves,
+            base: Arc::new(base),
+        })
+    }
+
+    /// A config presenting the leaf for `host` whatever name the client asks for: the
+    /// tunnel's host is what the agent's CONNECT named and what sigward checked.
+    fn for_tunnel(&self, host: &str) -> Arc<ServerConfig> {
+        let mut config = (*self.base).clone();
+        config.cert_resolver = Arc::new(TunnelLeaf {
+            leaves: Arc::clone(&self.leaves),
+            host: host.to_string(),
+        });
+        Arc::new(config)
+    }
+}
+
+#[derive(Debug)]
+struct TunnelLeaf {
+    leaves: Arc<LeafResolver>,
+    host: String,
+}
+
+impl ResolvesServerCert for TunnelLeaf {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.leaves.leaf(&self.host)
+    }
+}
+
+/// Accept forward-proxy connections until the process ends.
+pub async fn serve_proxy(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let pipeline = Arc::clone(&pipeline);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let service = service_fn(move |request: Request<Incoming>| {
+                let pipeline = Arc::clone(&pipeline);
+                let tls = tls.clone();
+                async move { Ok::<_, std::convert::Infallible>(connect(request, pipeline, tls, peer)) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%error, %peer, "proxy connection ended");
+            }
+        });
+    }
+}
+
+/// Answer one request on the proxy port: a CONNECT to an intercepted host opens a
+/// terminated tunnel; anything else is refused with a reason.
+fn connect(
+    request: Request<Incoming>,
+    pipeline: Arc<Pipeline>,
+    tls: Tls,
+    peer: SocketAddr,
+) -> http::Response<crate::proxy::forward::Body> {
+    if request.method() != Method::CONNECT {
+        return plain_response(
+            StatusCode::BAD_REQUEST,
+            "sigward intercepts HTTPS only: use https:// AWS endpoints with HTTPS_PROXY pointing here",
+        );
+    }
+    let Some(authority) = request.uri().authority().cloned() else {
+        return plain_response(StatusCode::BAD_REQUEST, "sigward: CONNECT without host:port");
+    };
+    let host = authority.host().to_ascii_lowercase();
+    let Some(route) = pipeline.route_for(&host) else {
+        let patterns: Vec<&str> = pipeline
+            .routes
+            .iter()
+            .flat_map(|r| r.endpoint.hosts.iter().map(String::as_str))
+            .collect();
+        tracing::info!(target: "sigward::request", %peer, host = %authority, "refused: host not intercepted");
+        return plain_response(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "sigward: {authority} is not a host any endpoint intercepts ({}); sigward opens no blind tunnels",
+                patterns.join(", ")
+            ),
+        );
+    };
+    let tunnel_host = if authority.port_u16().is_none_or(|p| p == 443) {
+        host.clone()
+    } else {
+        authority.to_string()
+    };
+    let config = tls.for_tunnel(&host);
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(request).await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        let arrival = Arrival {
+            route,
+            tunnel_host: Some(tunnel_host),
+        };
+        terminate(TokioIo::new(upgraded), TlsAcceptor::from(config), pipeline, arrival).await;
+    });
+    http::Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+}
+
+/// Accept direct (`AWS_ENDPOINT_URL`) connections until the process ends; requests go
+/// to the first endpoint.
+pub async fn serve_direct(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls) {
+    let acceptor = TlsAcceptor::from(Arc::clone(&tls.base));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let pipeline = Arc::clone(&pipeline);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let arrival = Arrival {
+                route: 0,
+                tunnel_host: None,
+            };
+            terminate::<TcpStream>(stream, acceptor, pipeline, arrival).await;
+        });
+    }
+}
+
+/// TLS-terminate `io` and serve HTTP/1.1 on it.
+async fn terminate<IO>(io: IO, acceptor: TlsAcceptor, pipeline: Arc<Pipeline>, arrival: Arrival)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let tls = match acceptor.accept(io).await {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::info!(%error, "TLS handshake with the agent failed (does it trust sigward's ca.pem?)");
+            return;
+        }
+    };
+    let arrival = Arc::new(arrival);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let pipeline = Arc::clone(&pipeline);
+        let arrival = Arc::clone(&arrival);
+        async move { Ok::<_, std::convert::Infallible>(pipeline.handle(request, &arrival).await) }
+    });
+    if let Err(error) = http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(%error, "agent connection ended");
+    }
+}
