@@ -133,9 +133,7 @@ impl Pipeline {
         );
         let mut record = Record::default();
         let mut protocol = Protocol::RestXml;
-        let result = self
-            .run(request, arrival, &mut record, &mut protocol)
-            .await;
+        let result = self.run(request, arrival, &mut record, &mut protocol).await;
         let route = &self.routes[arrival.route];
         let latency_us = started.elapsed().as_micros() as u64;
         match result {
@@ -146,7 +144,7 @@ impl Pipeline {
                     endpoint = %route.endpoint.name,
                     agent = %record.agent,
                     call = %record.summary,
-                    verdict = record.verdict,
+                    verdict = %record.verdict,
                     policies = %record.policies,
                     upstream_status = response.status().as_u16(),
                     latency_us,
@@ -160,10 +158,10 @@ impl Pipeline {
                     endpoint = %route.endpoint.name,
                     agent = %record.agent,
                     call = %record.summary,
-                    verdict = if record.verdict.is_empty() { "refused" } else { record.verdict },
+                    verdict = %if record.verdict.is_empty() { "refused" } else { record.verdict },
                     policies = %record.policies,
                     status = refusal.status,
-                    code = refusal.code,
+                    code = %refusal.code,
                     reason = %refusal.message,
                     latency_us,
                 );
@@ -208,14 +206,20 @@ impl Pipeline {
             .map(str::to_string);
         let mode = BodyMode::of(declared.as_deref(), &parts.headers)?;
         let (buffered, incoming): (Bytes, Option<Incoming>) = if mode == BodyMode::Buffer {
-            let limit = if declared.is_none() { MAX_BUFFERED } else { MAX_BODY };
+            let limit = if declared.is_none() {
+                MAX_BUFFERED
+            } else {
+                MAX_BODY
+            };
             match Limited::new(incoming, limit).collect().await {
                 Ok(collected) => (collected.to_bytes(), None),
                 Err(e) => {
                     return Err(refuse(
                         413,
                         "RequestEntityTooLarge",
-                        format!("sigward: the request body could not be read whole ({e}); bodies without x-amz-content-sha256 are limited to {MAX_BUFFERED} bytes"),
+                        format!(
+                            "sigward: the request body could not be read whole ({e}); bodies without x-amz-content-sha256 are limited to {MAX_BUFFERED} bytes"
+                        ),
                     ));
                 }
             }
@@ -265,7 +269,11 @@ impl Pipeline {
         let now = SystemTime::now();
         if endpoint.verify_signatures {
             sigv4::verify(&signed, &scope, &agent.secret_access_key, now).map_err(|e| {
-                let status = if matches!(e, sigv4::VerifyError::Malformed(_)) { 400 } else { 403 };
+                let status = if matches!(e, sigv4::VerifyError::Malformed(_)) {
+                    400
+                } else {
+                    403
+                };
                 refuse(status, e.code(), format!("sigward: {e}"))
             })?;
         }
@@ -274,17 +282,22 @@ impl Pipeline {
         let host = match &arrival.tunnel_host {
             Some(tunnel) => tunnel.clone(),
             None => aws::regional_host(scope.service, scope.region).ok_or_else(|| {
-                refuse(400, "InvalidRequest", format!("sigward: no AWS host for service {}", scope.service))
+                refuse(
+                    400,
+                    "InvalidRequest",
+                    format!("sigward: no AWS host for service {}", scope.service),
+                )
             })?,
         };
 
-        if arrival.tunnel_host.is_none()
-            && !endpoint.hosts.iter().any(|p| host_matches(p, &host))
-        {
+        if arrival.tunnel_host.is_none() && !endpoint.hosts.iter().any(|p| host_matches(p, &host)) {
             return Err(refuse(
                 403,
                 "AccessDenied",
-                format!("sigward: {host} is not a host endpoint {} intercepts", endpoint.name),
+                format!(
+                    "sigward: {host} is not a host endpoint {} intercepts",
+                    endpoint.name
+                ),
             ));
         }
 
@@ -314,7 +327,11 @@ impl Pipeline {
         // 3. judge
         let snapshot = self.policies.current();
         let set = snapshot.endpoint(&endpoint.name).ok_or_else(|| {
-            refuse(403, "AccessDenied", format!("sigward: endpoint {} has no policy set", endpoint.name))
+            refuse(
+                403,
+                "AccessDenied",
+                format!("sigward: endpoint {} has no policy set", endpoint.name),
+            )
         })?;
         let judgement = set.judge(&facet);
         record.policies = judgement
@@ -349,7 +366,11 @@ impl Pipeline {
                     Some(name) => format!("{name} ({})", facet.account),
                     None => facet.account.clone(),
                 };
-                refuse(503, "ServiceUnavailable", format!("sigward: account {account}: {e}"))
+                refuse(
+                    503,
+                    "ServiceUnavailable",
+                    format!("sigward: account {account}: {e}"),
+                )
             })?;
 
         // 5. re-sign
@@ -387,7 +408,11 @@ impl Pipeline {
                 let (status, code) = body_error.code();
                 return refuse(status, code, format!("sigward: {body_error}"));
             }
-            refuse(502, "ServiceUnavailable", format!("sigward: upstream {host}: {e}"))
+            refuse(
+                502,
+                "ServiceUnavailable",
+                format!("sigward: upstream {host}: {e}"),
+            )
         })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -436,7 +461,9 @@ impl BodyMode {
                 return Err(refuse(
                     400,
                     "InvalidRequest",
-                    format!("sigward: x-amz-content-sha256 {other:?} is not supported (SigV4a is not)"),
+                    format!(
+                        "sigward: x-amz-content-sha256 {other:?} is not supported (SigV4a is not)"
+                    ),
                 ));
             }
         })
@@ -471,7 +498,13 @@ fn resign(
     now: SystemTime,
     body: ResignBody<'_>,
 ) -> Result<(Resigned, Body), Refusal> {
-    let internal = |e: String| refuse(500, "InternalFailure", format!("sigward: re-signing failed: {e}"));
+    let internal = |e: String| {
+        refuse(
+            500,
+            "InternalFailure",
+            format!("sigward: re-signing failed: {e}"),
+        )
+    };
 
     // Headers to send: the agent's, minus hop-by-hop and its signature, Host set.
     let mut send: Vec<(&str, &str)> = Vec::with_capacity(signed.headers.len());
@@ -513,7 +546,11 @@ fn resign(
         method: signed.method,
         uri: &uri,
         headers: &send,
-        payload_hash: if presign.is_some() { None } else { body.declared },
+        payload_hash: if presign.is_some() {
+            None
+        } else {
+            body.declared
+        },
         body: body.buffered,
         presign,
     };
@@ -609,16 +646,28 @@ fn strip_port(host: &str) -> &str {
 pub fn host_matches(pattern: &str, host: &str) -> bool {
     let host = strip_port(host);
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.len() > suffix.len() + 1
-            && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.',
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
         None => host.eq_ignore_ascii_case(pattern),
     }
 }
 
 fn error_response(protocol: Protocol, refusal: &Refusal, request_id: &str) -> Response<Body> {
-    let error = aws_error(protocol, refusal.status, refusal.code, &refusal.message, request_id);
-    let mut response = Response::new(Full::new(Bytes::from(error.body)).map_err(|never| match never {}).boxed());
+    let error = aws_error(
+        protocol,
+        refusal.status,
+        refusal.code,
+        &refusal.message,
+        request_id,
+    );
+    let mut response = Response::new(
+        Full::new(Bytes::from(error.body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() =
         StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in error.headers {
@@ -637,9 +686,10 @@ pub fn plain_response(status: StatusCode, message: &str) -> Response<Body> {
             .boxed(),
     );
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
     response
 }
 
@@ -650,10 +700,16 @@ mod tests {
     #[test]
     fn host_patterns() {
         assert!(host_matches("*.amazonaws.com", "s3.amazonaws.com"));
-        assert!(host_matches("*.amazonaws.com", "b.s3.us-east-1.AMAZONAWS.com:443"));
+        assert!(host_matches(
+            "*.amazonaws.com",
+            "b.s3.us-east-1.AMAZONAWS.com:443"
+        ));
         assert!(!host_matches("*.amazonaws.com", "amazonaws.com"));
         assert!(!host_matches("*.amazonaws.com", "evilamazonaws.com"));
-        assert!(!host_matches("*.amazonaws.com", "s3.amazonaws.com.evil.net"));
+        assert!(!host_matches(
+            "*.amazonaws.com",
+            "s3.amazonaws.com.evil.net"
+        ));
         assert!(host_matches("sts.amazonaws.com", "STS.amazonaws.com"));
         assert!(!host_matches("sts.amazonaws.com", "x.sts.amazonaws.com"));
     }

@@ -62,8 +62,7 @@ impl Chain {
         service: &str,
         seed: &str,
     ) -> Self {
-        let identity =
-            Credentials::new(access_key_id, secret, None, None, "sigward-chunks").into();
+        let identity = Credentials::new(access_key_id, secret, None, None, "sigward-chunks").into();
         Self {
             identity,
             time,
@@ -110,7 +109,9 @@ enum State {
     /// Expecting `hex;chunk-signature=…\r\n`.
     Header,
     /// Expecting `size` bytes and `\r\n`, to be checked against `signature`.
-    Data { size: usize },
+    Data {
+        size: usize,
+    },
     /// After the final chunk: trailer lines, then an empty line.
     Trailer,
     Done,
@@ -174,7 +175,9 @@ impl Resigner {
                         return Err(ChunkError::Signature(self.chunks));
                     }
                     let signature = self.ours.sign_chunk(&data);
-                    out.extend_from_slice(format!("{size:x};chunk-signature={signature}\r\n").as_bytes());
+                    out.extend_from_slice(
+                        format!("{size:x};chunk-signature={signature}\r\n").as_bytes(),
+                    );
                     out.extend_from_slice(&data);
                     out.extend_from_slice(b"\r\n");
                     self.chunks += 1;
@@ -207,9 +210,7 @@ impl Resigner {
                     if self.pending.is_empty() {
                         return Ok(());
                     }
-                    return Err(ChunkError::Malformed(
-                        "bytes after the final chunk".into(),
-                    ));
+                    return Err(ChunkError::Malformed("bytes after the final chunk".into()));
                 }
             }
         }
@@ -263,9 +264,9 @@ impl Resigner {
                     .map(Some)
                     .map_err(|_| ChunkError::Malformed("a line is not UTF-8".into()))
             }
-            None if self.pending.len() > MAX_LINE => {
-                Err(ChunkError::Malformed("a chunk header line does not end".into()))
-            }
+            None if self.pending.len() > MAX_LINE => Err(ChunkError::Malformed(
+                "a chunk header line does not end".into(),
+            )),
             None => Ok(None),
         }
     }
@@ -295,7 +296,14 @@ mod tests {
 
     fn chain(secret: &str) -> Chain {
         let time = UNIX_EPOCH + Duration::from_secs(1_369_353_600); // 20130524T000000Z
-        Chain::new("AKIAIOSFODNN7EXAMPLE", secret, time, "us-east-1", "s3", SEED)
+        Chain::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            secret,
+            time,
+            "us-east-1",
+            "s3",
+            SEED,
+        )
     }
 
     /// AWS's published example (sigv4-streaming): a 64 KiB chunk of 'a', a 1 KiB chunk
@@ -330,7 +338,9 @@ mod tests {
             let mut headers = Headers::new();
             headers.insert(name.to_string(), value.to_string());
             let sig = c.sign_trailer(&headers);
-            out.extend_from_slice(format!("{name}:{value}\r\nx-amz-trailer-signature:{sig}\r\n\r\n").as_bytes());
+            out.extend_from_slice(
+                format!("{name}:{value}\r\nx-amz-trailer-signature:{sig}\r\n\r\n").as_bytes(),
+            );
         }
         out
     }
@@ -354,11 +364,19 @@ mod tests {
             assert_eq!(out, body("role-secret", &chunks, None), "piece {piece}");
             assert_eq!(out.len(), input.len());
         }
-        let input = body("agent-secret", &chunks, Some(("x-amz-checksum-crc32", "AAAAAA==")));
+        let input = body(
+            "agent-secret",
+            &chunks,
+            Some(("x-amz-checksum-crc32", "AAAAAA==")),
+        );
         let out = resign_in_pieces(&input, 13, true).expect("resigned");
         assert_eq!(
             out,
-            body("role-secret", &chunks, Some(("x-amz-checksum-crc32", "AAAAAA==")))
+            body(
+                "role-secret",
+                &chunks,
+                Some(("x-amz-checksum-crc32", "AAAAAA=="))
+            )
         );
     }
 
@@ -367,7 +385,10 @@ mod tests {
         let chunks: [&[u8]; 2] = [b"first", b"second"];
         let mut input = body("agent-secret", &chunks, None);
         // Corrupt one byte of the second chunk's data.
-        let at = input.windows(6).position(|w| w == b"second").expect("second");
+        let at = input
+            .windows(6)
+            .position(|w| w == b"second")
+            .expect("second");
         input[at] = b'S';
         let mut r = Resigner::new(chain("agent-secret"), chain("role-secret"), false);
         let mut out = BytesMut::new();
@@ -375,14 +396,26 @@ mod tests {
         assert!(out.ends_with(b"first\r\n"), "only the first chunk went out");
 
         let wrong_key = body("not-the-agent", &chunks, None);
-        assert_eq!(resign_in_pieces(&wrong_key, 64, false), Err(ChunkError::Signature(0)));
+        assert_eq!(
+            resign_in_pieces(&wrong_key, 64, false),
+            Err(ChunkError::Signature(0))
+        );
         let cut = &body("agent-secret", &chunks, None)[..40];
         assert_eq!(resign_in_pieces(cut, 64, false), Err(ChunkError::Truncated));
-        let mut tampered =
-            body("agent-secret", &chunks, Some(("x-amz-checksum-crc32", "AAAAAA==")));
-        let at = tampered.windows(8).position(|w| w == b"AAAAAA==").expect("crc");
+        let mut tampered = body(
+            "agent-secret",
+            &chunks,
+            Some(("x-amz-checksum-crc32", "AAAAAA==")),
+        );
+        let at = tampered
+            .windows(8)
+            .position(|w| w == b"AAAAAA==")
+            .expect("crc");
         tampered[at] = b'B';
-        assert_eq!(resign_in_pieces(&tampered, 64, true), Err(ChunkError::TrailerSignature));
+        assert_eq!(
+            resign_in_pieces(&tampered, 64, true),
+            Err(ChunkError::TrailerSignature)
+        );
         assert!(matches!(
             resign_in_pieces(b"zz;chunk-signature=1\r\n", 64, false),
             Err(ChunkError::Malformed(_))

@@ -78,7 +78,9 @@ impl Upstream {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(Dialer { via: via.map(Arc::from) });
+            .wrap_connector(Dialer {
+                via: via.map(Arc::from),
+            });
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
@@ -184,9 +186,7 @@ async fn tunnel(via: &str, host: &str, port: u16) -> Result<TcpStream, BoxError>
         format!("{host}:{port}")
     };
     stream
-        .write_all(
-            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
-        )
+        .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
         .await?;
     // Read the proxy's answer up to the end of its head, byte by byte: anything after it
     // belongs to the tunnel.
@@ -195,9 +195,10 @@ async fn tunnel(via: &str, host: &str, port: u16) -> Result<TcpStream, BoxError>
         if head.len() > 8192 {
             return Err(format!("egress proxy {via}: answer to CONNECT too long").into());
         }
-        let byte = stream.read_u8().await.map_err(|e| {
-            format!("egress proxy {via} closed the CONNECT to {authority}: {e}")
-        })?;
+        let byte = stream
+            .read_u8()
+            .await
+            .map_err(|e| format!("egress proxy {via} closed the CONNECT to {authority}: {e}"))?;
         head.push(byte);
     }
     let status_line = String::from_utf8_lossy(&head);
@@ -260,10 +261,8 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for StsConnector {
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .to_bytes();
-            let response = http::Response::from_parts(
-                parts,
-                aws_smithy_types::body::SdkBody::from(bytes),
-            );
+            let response =
+                http::Response::from_parts(parts, aws_smithy_types::body::SdkBody::from(bytes));
             aws_smithy_runtime_api::http::Response::try_from(response)
                 .map_err(|e| fail(e.to_string()))
         })

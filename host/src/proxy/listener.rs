@@ -117,7 +117,10 @@ fn connect(
         );
     }
     let Some(authority) = request.uri().authority().cloned() else {
-        return plain_response(StatusCode::BAD_REQUEST, "sigward: CONNECT without host:port");
+        return plain_response(
+            StatusCode::BAD_REQUEST,
+            "sigward: CONNECT without host:port",
+        );
     };
     let host = authority.host().to_ascii_lowercase();
     let Some(route) = pipeline.route_for(&host) else {
@@ -153,7 +156,13 @@ fn connect(
             route,
             tunnel_host: Some(tunnel_host),
         };
-        terminate(TokioIo::new(upgraded), TlsAcceptor::from(config), pipeline, arrival).await;
+        terminate(
+            TokioIo::new(upgraded),
+            TlsAcceptor::from(config),
+            pipeline,
+            arrival,
+        )
+        .await;
     });
     http::Response::new(
         http_body_util::Empty::new()

@@ -2,6 +2,7 @@
 //! compiled from `policies/` by the host's build script. One binary, one module per area.
 
 mod cli;
+mod e2e;
 mod engine;
 mod errors;
 mod facet;
