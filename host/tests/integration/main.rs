@@ -12,3 +12,4 @@ mod reload;
 mod sigv4;
 mod support;
 mod tls;
+mod verifier;
