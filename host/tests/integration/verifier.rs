@@ -285,7 +285,7 @@ fn verify_chunks(recorded: &Recorded, secret: &str) -> Result<Vec<u8>, String> {
         .ok_or("no credential")?;
     let scope = credential.split_once('/').ok_or("scope")?.1.to_string();
     let date = recorded.header("x-amz-date").ok_or("no date")?;
-    let mut key = hmac(format!("AWS4{secret}").as_bytes(), date[..8].as_bytes());
+    let mut key = hmac(format!("AWS4{secret}").as_bytes(), &date.as_bytes()[..8]);
     for part in scope.split('/').skip(1) {
         key = hmac(&key, part.as_bytes());
     }
