@@ -37,7 +37,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
 /// One endpoint's assumed-role credentials.
 pub struct CredentialCache {
-    client: aws_sdk_sts::Client,
+    /// Or why there is none (the environment had no credentials at start-up).
+    client: Result<aws_sdk_sts::Client, String>,
     role: String,
     partition: &'static str,
     slots: Mutex<HashMap<String, Slot>>,
@@ -54,16 +55,28 @@ impl std::fmt::Debug for CredentialCache {
 
 impl CredentialCache {
     /// A cache assuming `role` with `base` through `upstream`, on `region`'s STS endpoint.
-    pub fn new(
+    /// Without base credentials (`source = "environment"` and none set) it is still made:
+    /// every request is then refused with a 503 saying so.
+    pub fn new(base: &BaseCredential, role: &str, region: &str, upstream: Upstream) -> Self {
+        Self {
+            client: Self::client(base, region, upstream),
+            role: role.to_string(),
+            partition: super::partition(region),
+            slots: Mutex::default(),
+            assumed: 0.into(),
+        }
+    }
+
+    /// Why no credentials can be assumed, if that is so.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.client.as_ref().err().map(String::as_str)
+    }
+
+    fn client(
         base: &BaseCredential,
-        role: &str,
         region: &str,
         upstream: Upstream,
-    ) -> Result<Self, StsError> {
-        let fail = |reason: String| StsError {
-            role_arn: format!("arn:aws:iam::*:role/{role}"),
-            reason,
-        };
+    ) -> Result<aws_sdk_sts::Client, String> {
         let credentials = match base {
             BaseCredential::Static {
                 access_key_id,
@@ -81,10 +94,10 @@ impl CredentialCache {
                 let (Some(id), Some(secret)) =
                     (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
                 else {
-                    return Err(fail(
-                        "source = \"environment\" but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY is not set"
+                    return Err(
+                        "the base credential is source = \"environment\" but AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY was not set when sigward started"
                             .into(),
-                    ));
+                    );
                 };
                 Credentials::new(id, secret, var("AWS_SESSION_TOKEN"), None, "environment")
             }
@@ -109,13 +122,7 @@ impl CredentialCache {
                     .build(),
             )
             .build();
-        Ok(Self {
-            client: aws_sdk_sts::Client::from_conf(config),
-            role: role.to_string(),
-            partition: super::partition(region),
-            slots: Mutex::default(),
-            assumed: 0.into(),
-        })
+        Ok(aws_sdk_sts::Client::from_conf(config))
     }
 
     /// How many AssumeRole calls this cache has made.
@@ -144,10 +151,13 @@ impl CredentialCache {
 
     async fn assume(&self, account: &str, agent: &str) -> Result<Cached, StsError> {
         let role_arn = format!("arn:{}:iam::{account}:role/{}", self.partition, self.role);
+        let client = self.client.as_ref().map_err(|reason| StsError {
+            role_arn: role_arn.clone(),
+            reason: reason.clone(),
+        })?;
         self.assumed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let output = self
-            .client
+        let output = client
             .assume_role()
             .role_arn(&role_arn)
             .role_session_name(session_name(agent))

@@ -53,10 +53,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .get(&endpoint.credential)
                 .with_context(|| format!("endpoint {}: no credential", endpoint.name))?;
             let credentials =
-                CredentialCache::new(base, &endpoint.role, &endpoint.region, upstream.clone())
-                    .map_err(|e| {
-                        anyhow::anyhow!("credential.{}: {}", endpoint.credential, e.reason)
-                    })?;
+                CredentialCache::new(base, &endpoint.role, &endpoint.region, upstream.clone());
+            if let Some(reason) = credentials.unavailable() {
+                tracing::warn!(endpoint = %endpoint.name, "{reason}: every request will be refused");
+            }
             if !endpoint.verify_signatures {
                 tracing::warn!(
                     endpoint = %endpoint.name,

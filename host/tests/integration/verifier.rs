@@ -87,7 +87,24 @@ fn serve(stream: TcpStream, state: &Upstream) {
             body: Vec::new(),
             complete: false,
         };
-        if let Some(len) = recorded.header("content-length") {
+        let discard = recorded
+            .head
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.starts_with("/discard"));
+        if let Some(len) = recorded.header("content-length").filter(|_| discard) {
+            // Count, do not keep.
+            let len: usize = len.parse().expect("length");
+            let mut buffer = vec![0; 1 << 16];
+            let mut read = 0;
+            while read < len {
+                match reader.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+            recorded.complete = read == len;
+        } else if let Some(len) = recorded.header("content-length") {
             let len: usize = len.parse().expect("length");
             let mut body = vec![0; len];
             let mut read = 0;
@@ -133,6 +150,10 @@ fn serve(stream: TcpStream, state: &Upstream) {
 }
 
 fn start_sigward(dir: &std::path::Path, upstream: &str) -> Sigward {
+    start_sigward_with(dir, upstream, "")
+}
+
+fn start_sigward_with(dir: &std::path::Path, upstream: &str, extra: &str) -> Sigward {
     Sigward::start(
         dir,
         &format!(
@@ -152,6 +173,7 @@ role = "r"
 region = "us-east-1"
 credential = "base"
 upstream = "{upstream}"
+{extra}
 policies = [{{ module = "builtin:no-secrets" }}]
 [[agent]]
 name = "claude"
@@ -564,5 +586,224 @@ fn an_independent_verifier_checks_what_moto_does_not() {
     assert_eq!(
         sigward::aws::sigv4::verify(&parsed, &scope, ROLE_SECRET, SystemTime::now()),
         Ok(())
+    );
+}
+
+/// An egress proxy for the brokered dial: answers CONNECT, records what was asked for,
+/// relays bytes. Returns its address and the authorities it was asked to connect to.
+fn start_egress_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().expect("clone"));
+                let mut first = String::new();
+                reader.read_line(&mut first).expect("read");
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let authority = first
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                log.lock().expect("lock").push(authority.clone());
+                let mut client = client;
+                let Ok(server) = TcpStream::connect(&authority) else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .expect("write");
+                let (mut c2, mut s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let mut server = server;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut reader, &mut server);
+                });
+                let _ = std::io::copy(&mut s2, &mut c2);
+            });
+        }
+    });
+    (address, asked)
+}
+
+/// `dial_via`: STS and API calls both go through the egress proxy. With
+/// `verify_signatures = false` the agent's secret is not checked (and start-up warns).
+#[test]
+fn the_brokered_dial_carries_sts_and_api_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream();
+    let (proxy, asked) = start_egress_proxy();
+    let sigward = start_sigward_with(
+        dir.path(),
+        &url,
+        &format!("dial_via = \"http://{proxy}\"\nverify_signatures = false"),
+    );
+    assert!(
+        sigward.log().contains("verify_signatures = false"),
+        "{}",
+        sigward.log()
+    );
+    let host = sigward
+        .endpoint_url
+        .as_deref()
+        .expect("endpoint url")
+        .trim_start_matches("https://")
+        .to_string();
+    // Signed with a placeholder secret: accepted, since signatures are not verified.
+    let agent = SigningCredentials {
+        access_key_id: AGENT_KEY.into(),
+        secret_access_key: "placeholder".into(),
+        session_token: None,
+    };
+    let headers = [("host", host.as_str())];
+    let signed = resign(
+        &Outgoing {
+            method: "GET",
+            uri: "/brokered/object",
+            headers: &headers,
+            payload_hash: Some("UNSIGNED-PAYLOAD"),
+            body: b"",
+            presign: None,
+        },
+        "s3",
+        "us-east-1",
+        &agent,
+        SystemTime::now(),
+    )
+    .expect("sign");
+    let mut request =
+        format!("GET /brokered/object HTTP/1.1\r\nhost: {host}\r\nConnection: close\r\n");
+    for (n, v) in &signed.headers {
+        request.push_str(&format!("{n}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let response = send(&sigward, request.as_bytes());
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(upstream.assume_roles.load(Ordering::SeqCst), 1);
+    let upstream_authority = url.trim_start_matches("http://").to_string();
+    let asked = asked.lock().expect("lock").clone();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|a| *a == upstream_authority),
+        "{asked:?}"
+    );
+    let recorded = upstream.recorded.lock().expect("lock").clone();
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r.head.starts_with("GET /brokered/object"))
+    );
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r.body.starts_with(b"Action=AssumeRole"))
+    );
+}
+
+/// A 1 GiB upload streams: sigward's memory does not grow by more than a few MiB.
+#[test]
+fn a_gigabyte_upload_streams_through_in_constant_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream();
+    let sigward = start_sigward(dir.path(), &url);
+    let host = sigward
+        .endpoint_url
+        .as_deref()
+        .expect("endpoint url")
+        .trim_start_matches("https://")
+        .to_string();
+    const SIZE: usize = 1 << 30;
+    let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let mut hasher = Sha256::new();
+    for _ in 0..SIZE / block.len() {
+        hasher.update(&block);
+    }
+    let hash = hex::encode(hasher.finalize());
+    // Warm up (STS, TLS, a first request) before measuring.
+    let (head, _) = agent_sign(
+        "GET",
+        "/discard/warm",
+        &host,
+        &[],
+        Some("UNSIGNED-PAYLOAD"),
+        b"",
+        SystemTime::now(),
+    );
+    assert!(send(&sigward, format!("{head}\r\n").as_bytes()).starts_with("HTTP/1.1 200"));
+    let before = sigward.memory_kib("VmRSS");
+
+    let length = SIZE.to_string();
+    let (head, _) = agent_sign(
+        "PUT",
+        "/discard/gigabyte",
+        &host,
+        &[("content-length", length.as_str())],
+        Some(&hash),
+        b"",
+        SystemTime::now(),
+    );
+    let url = sigward.endpoint_url.clone().expect("url");
+    let ca = sigward.ca.clone();
+    // The same TLS client as `send`, writing the body block by block.
+    let response = {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read_to_string(&ca).expect("ca.pem");
+        let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        roots
+            .add(
+                data_encoding::BASE64
+                    .decode(der.as_bytes())
+                    .expect("b64")
+                    .into(),
+            )
+            .expect("ca");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connection =
+            rustls::ClientConnection::new(Arc::new(config), "127.0.0.1".try_into().expect("name"))
+                .expect("tls");
+        let tcp = TcpStream::connect(url.trim_start_matches("https://")).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        let mut tls = rustls::StreamOwned::new(connection, tcp);
+        tls.write_all(format!("{head}\r\n").as_bytes())
+            .expect("head");
+        for _ in 0..SIZE / block.len() {
+            tls.write_all(&block).expect("body");
+        }
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let peak = sigward.memory_kib("VmHWM");
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("1 GiB upload: sigward RSS {before} KiB before, peak {peak} KiB (+{grew_mib} MiB)");
+    assert!(
+        grew_mib < 16,
+        "sigward grew by {grew_mib} MiB for a 1 GiB upload"
+    );
+    let recorded = upstream.recorded.lock().expect("lock").clone();
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r.head.starts_with("PUT /discard/gigabyte") && r.complete),
+        "the upload did not arrive whole"
     );
 }
