@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
 
     // The upstream and the bare pass-through get a runtime each (as separate processes
     // would); the load generator has its own.
-    let upstream = spawn_runtime(1, |listener| serve_upstream(listener))?;
+    let upstream = spawn_runtime(1, serve_upstream)?;
     let ca = sigward::tls::CertificateAuthority::load_or_create(&dir.path().join("bare-ca"))?;
     let bare_ca = ca.cert_path.clone();
     let leaves = Arc::new(sigward::tls::LeafResolver::new(
