@@ -807,3 +807,79 @@ fn a_gigabyte_upload_streams_through_in_constant_memory() {
         "the upload did not arrive whole"
     );
 }
+
+/// `sigward serve --config` watches its config: an edit that changes the policies takes
+/// effect on the running proxy.
+#[test]
+fn a_config_edit_reloads_the_running_proxys_policies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_upstream, url) = start_upstream();
+    let sigward = start_sigward(dir.path(), &url);
+    let host = sigward
+        .endpoint_url
+        .as_deref()
+        .expect("endpoint url")
+        .trim_start_matches("https://")
+        .to_string();
+    let get_secret = || {
+        let body = br#"{"SecretId":"db-password"}"#;
+        let headers = [
+            ("host", host.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "secretsmanager.GetSecretValue"),
+        ];
+        let agent = SigningCredentials {
+            access_key_id: AGENT_KEY.into(),
+            secret_access_key: AGENT_SECRET.into(),
+            session_token: None,
+        };
+        let signed = resign(
+            &Outgoing {
+                method: "POST",
+                uri: "/",
+                headers: &headers,
+                payload_hash: None,
+                body,
+                presign: None,
+            },
+            "secretsmanager",
+            "us-east-1",
+            &agent,
+            SystemTime::now(),
+        )
+        .expect("sign");
+        let mut request = format!(
+            "POST / HTTP/1.1\r\nConnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (n, v) in headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .chain(signed.headers)
+        {
+            request.push_str(&format!("{n}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut request = request.into_bytes();
+        request.extend_from_slice(body);
+        send(&sigward, &request)
+    };
+    let denied = get_secret();
+    assert!(
+        denied.starts_with("HTTP/1.1 403") && denied.contains("denied by policy no-secrets"),
+        "{denied}"
+    );
+    let path = dir.path().join("sigward.toml");
+    let config = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(
+        &path,
+        config.replace("builtin:no-secrets", "builtin:read-only"),
+    )
+    .expect("edit config");
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || get_secret()
+            .starts_with("HTTP/1.1 200")),
+        "the edited config did not take effect: {}",
+        sigward.log()
+    );
+}
