@@ -26,7 +26,7 @@ pub struct Config {
     pub agents: Vec<Agent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum BaseCredential {
     Static {
         access_key_id: String,
@@ -56,11 +56,33 @@ pub struct Endpoint {
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Agent {
     pub name: String,
     pub access_key_ids: Vec<String>,
     pub secret_access_key: String,
+}
+
+// Debug output never shows a secret: configs end up in logs and panics.
+impl std::fmt::Debug for BaseCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseCredential::Static { access_key_id, .. } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .finish_non_exhaustive(),
+            BaseCredential::Environment => f.write_str("Environment"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("name", &self.name)
+            .field("access_key_ids", &self.access_key_ids)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -435,6 +457,17 @@ name = "claude"
 access_key_ids = ["AKIA111111111111XXXX", "AKIA222222222222XXXX"]
 secret_access_key = "agent-secret"
 "#;
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = Config::parse(EXAMPLE, None).expect("valid");
+        let shown = format!("{config:?}");
+        assert!(shown.contains("AKIAEXAMPLEBASEKEY00") && shown.contains("claude"));
+        assert!(
+            !shown.contains("base-secret") && !shown.contains("agent-secret"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn the_documented_example_parses() {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
+use sha2::Digest as _;
 
 use crate::aws::chunked::{Chain, Resigner};
 use crate::aws::request::Request as AwsRequest;
@@ -226,6 +227,23 @@ impl Pipeline {
         } else {
             (Bytes::new(), Some(incoming))
         };
+
+        // A body read whole is checked against its declared hash here; a streamed one
+        // as it passes (proxy/body.rs).
+        if let Some(hash) = declared.as_deref().filter(|h| is_sha256(h))
+            && mode == BodyMode::Buffer
+        {
+            let computed = hex::encode(sha2::Sha256::digest(&buffered));
+            if !computed.eq_ignore_ascii_case(hash) {
+                return Err(refuse(
+                    400,
+                    "XAmzContentSHA256Mismatch",
+                    format!(
+                        "sigward: the body's SHA-256 {computed} is not the declared x-amz-content-sha256 {hash}"
+                    ),
+                ));
+            }
+        }
 
         // The request as the agent signed it.
         let target = parts
