@@ -11,13 +11,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -72,6 +73,20 @@ impl ResolvesServerCert for TunnelLeaf {
     }
 }
 
+/// An agent has this long to send a request's head; a connection idle (or trickling)
+/// longer is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/1.1 towards agents: keep-alive, and a bound on how long a request head may take.
+fn agent_http() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder
+}
+
 /// Accept forward-proxy connections until the process ends.
 pub async fn serve_proxy(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls) {
     loop {
@@ -91,7 +106,7 @@ pub async fn serve_proxy(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tl
                 let tls = tls.clone();
                 async move { Ok::<_, std::convert::Infallible>(connect(request, pipeline, tls, peer)) }
             });
-            if let Err(error) = http1::Builder::new()
+            if let Err(error) = agent_http()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await
@@ -214,7 +229,7 @@ where
         let arrival = Arc::clone(&arrival);
         async move { Ok::<_, std::convert::Infallible>(pipeline.handle(request, &arrival).await) }
     });
-    if let Err(error) = http1::Builder::new()
+    if let Err(error) = agent_http()
         .serve_connection(TokioIo::new(tls), service)
         .await
     {
