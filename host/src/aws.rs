@@ -203,6 +203,12 @@ pub fn regional_host(signing: &str, region: &str) -> Option<String> {
         .iter()
         .map(|&i| &TABLES.services[i])
         .find(|s| s.signing == signing)?;
+    // Services with only a partition-wide endpoint (IAM, Route 53, CloudFront …) are
+    // signed for us-east-1 and served from it; S3 and STS also have regional ones.
+    if !service.global.is_empty() && !matches!(signing, "s3" | "sts") && partition(region) == "aws"
+    {
+        return Some(service.global.clone());
+    }
     let suffix = if region.starts_with("cn-") {
         "amazonaws.com.cn"
     } else {
@@ -559,4 +565,35 @@ fn truncate(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::regional_host;
+
+    #[test]
+    fn regional_and_global_hosts() {
+        let host = |s: &str, r: &str| regional_host(s, r);
+        assert_eq!(
+            host("sqs", "eu-west-1").as_deref(),
+            Some("sqs.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            host("sts", "us-east-1").as_deref(),
+            Some("sts.us-east-1.amazonaws.com")
+        );
+        assert_eq!(
+            host("s3", "eu-west-1").as_deref(),
+            Some("s3.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            host("iam", "us-east-1").as_deref(),
+            Some("iam.amazonaws.com")
+        );
+        assert_eq!(
+            host("monitoring", "cn-north-1").as_deref(),
+            Some("monitoring.cn-north-1.amazonaws.com.cn")
+        );
+        assert_eq!(host("no-such-service", "us-east-1"), None);
+    }
 }

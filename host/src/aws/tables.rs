@@ -42,6 +42,8 @@ pub struct Service {
     pub protocols: Vec<Protocol>,
     /// JSON protocols' X-Amz-Target prefix.
     pub target: String,
+    /// The host of its partition-wide endpoint, if it has one (`iam.amazonaws.com`).
+    pub global: String,
     pub operations: Vec<Operation>,
     by_name: HashMap<String, usize>,
     /// REST operations by HTTP method, most specific template first.
@@ -221,6 +223,8 @@ struct RawService {
     iam: String,
     protocols: Vec<String>,
     target: String,
+    #[serde(default)]
+    global: String,
     ops: Vec<RawOperation>,
 }
 
@@ -380,6 +384,7 @@ impl Service {
             iam: raw.iam,
             protocols,
             target: raw.target,
+            global: raw.global,
             operations,
             by_name,
             rest_by_method,

@@ -534,6 +534,21 @@ except botocore.exceptions.ClientError as e:
         .output()
         .expect("aws");
     assert_eq!(json(&ok(&direct, "direct sts"))["Account"], "222222222222");
+    // A global service (IAM) both ways: its own host through the tunnel, the
+    // partition-wide host from the direct listener. The role in staging can list roles.
+    let roles = json(&ok(
+        &agent.aws("staging", &["iam", "list-roles"]),
+        "iam via proxy",
+    ));
+    assert!(roles["Roles"].to_string().contains(ROLE), "{roles}");
+    let direct = agent
+        .command("aws")
+        .env_remove("HTTPS_PROXY")
+        .env("AWS_ENDPOINT_URL", &endpoint_url)
+        .args(["--profile", "staging", "iam", "list-roles"])
+        .output()
+        .expect("aws");
+    assert!(ok(&direct, "direct iam").contains(ROLE));
 
     // One record line per request, naming agent, call and verdict.
     let log = sigward.log();
