@@ -33,7 +33,23 @@ struct Cached {
     expires: SystemTime,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+/// One account's credentials: read without waiting while they are fresh; `fill` is held
+/// by the one request that renews them, the others wait on it (single flight).
+#[derive(Default)]
+struct Slot {
+    cached: std::sync::RwLock<Option<Cached>>,
+    fill: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn fresh(&self) -> Option<SigningCredentials> {
+        let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
+        cached
+            .as_ref()
+            .filter(|c| c.expires > SystemTime::now() + REFRESH_AHEAD)
+            .map(|c| c.credentials.clone())
+    }
+}
 
 /// One endpoint's assumed-role credentials.
 pub struct CredentialCache {
@@ -41,7 +57,7 @@ pub struct CredentialCache {
     client: Result<aws_sdk_sts::Client, String>,
     role: String,
     partition: &'static str,
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
     assumed: std::sync::atomic::AtomicU64,
 }
 
@@ -135,17 +151,22 @@ impl CredentialCache {
     pub async fn get(&self, account: &str, agent: &str) -> Result<SigningCredentials, StsError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(slots.entry(account.to_string()).or_default())
+            match slots.get(account) {
+                Some(slot) => Arc::clone(slot),
+                None => Arc::clone(slots.entry(account.to_string()).or_default()),
+            }
         };
-        let mut cached = slot.lock().await;
-        if let Some(c) = cached.as_ref()
-            && c.expires > SystemTime::now() + REFRESH_AHEAD
-        {
-            return Ok(c.credentials.clone());
+        if let Some(credentials) = slot.fresh() {
+            return Ok(credentials);
+        }
+        let _filling = slot.fill.lock().await;
+        // Whoever held the lock before may have just renewed them.
+        if let Some(credentials) = slot.fresh() {
+            return Ok(credentials);
         }
         let fresh = self.assume(account, agent).await?;
         let credentials = fresh.credentials.clone();
-        *cached = Some(fresh);
+        *slot.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
         Ok(credentials)
     }
 
