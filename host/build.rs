@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Built-in policies: (package, name after `builtin:`).
-const BUILTINS: &[(&str, &str)] = &[("read-only", "read-only"), ("no-secrets", "no-secrets")];
+const BUILTINS: &[(&str, &str)] = &[
+    ("read-only", "read-only"),
+    ("no-secrets", "no-secrets"),
+    ("allowlist", "allowlist"),
+];
 
 /// Misbehaving policies the engine's tests load (packages `fixture-<name>`).
 const FIXTURES: &[&str] = &[
