@@ -13,6 +13,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("read-only", "read-only"),
     ("no-secrets", "no-secrets"),
     ("allowlist", "allowlist"),
+    ("iam", "iam"),
 ];
 
 /// Misbehaving policies the engine's tests load (packages `fixture-<name>`).

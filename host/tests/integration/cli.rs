@@ -194,7 +194,7 @@ fn bad_input_exits_2_with_one_line() {
 
 #[test]
 fn test_runs_the_builtin_policies_own_cases() {
-    for policy in ["read-only", "no-secrets", "allowlist"] {
+    for policy in ["read-only", "no-secrets", "allowlist", "iam"] {
         let cases = format!(
             "{}/../policies/{policy}/cases.json",
             env!("CARGO_MANIFEST_DIR")
