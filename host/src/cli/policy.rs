@@ -133,8 +133,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
 
     let (_, fuel) = evaluate::run_metered(&policy, &settings, &facet, &limits);
-    let mut floor = evaluate::reused_instance_samples(&policy, &settings, &facet, iterations)
-        .map_err(|failure| anyhow::anyhow!("policy {}: {failure}", policy.label()))?;
+    let mut floor = evaluate::reused_instance_samples(
+        &policy,
+        &settings,
+        &facet,
+        iterations,
+        limits.memory_bytes,
+    )
+    .map_err(|failure| anyhow::anyhow!("policy {}: {failure}", policy.label()))?;
 
     let out = json!({
         "policy": policy.name,

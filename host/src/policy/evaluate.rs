@@ -365,12 +365,13 @@ pub fn reused_instance_samples(
     settings: &Arc<str>,
     facet: &Facet,
     n: usize,
+    memory_bytes: usize,
 ) -> Result<Vec<u64>, Failure> {
     const CALLS_PER_INSTANCE: usize = 256;
     let limits = Limits {
         fuel: u64::MAX / 4,
         deadline: Duration::from_secs(3600),
-        ..Limits::default()
+        memory_bytes,
     };
     let lowered = Lowered::new(facet);
     let mut samples = Vec::with_capacity(n);

@@ -7,6 +7,7 @@ mod engine;
 mod errors;
 mod facet;
 mod fuzz;
+mod guests;
 mod model;
 mod reload;
 mod sigv4;
