@@ -98,6 +98,22 @@ impl Config {
             .collect()
     }
 
+    /// The engine's pool, sized for the largest memory limit any endpoint sets (at least
+    /// the default 64 MiB, so a reload may raise limits up to that).
+    pub fn engine_options(&self) -> crate::policy::engine::EngineOptions {
+        let defaults = crate::policy::engine::EngineOptions::default();
+        let largest = self
+            .endpoints
+            .iter()
+            .map(|e| e.limits.memory_bytes)
+            .max()
+            .unwrap_or(0);
+        crate::policy::engine::EngineOptions {
+            max_memory_bytes: largest.max(defaults.max_memory_bytes),
+            ..defaults
+        }
+    }
+
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::config::{BaseCredential, Config};
-use crate::policy::engine::EngineOptions;
 use crate::policy::{Engine, reload};
 
 #[derive(Debug, Args)]
@@ -22,7 +21,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let mut problems: Vec<String> = Vec::new();
 
-    let engine = Engine::new(EngineOptions::default())?;
+    let engine = Engine::new(config.engine_options())?;
     let mut policies = 0;
     for spec in config.endpoint_specs() {
         policies += spec.policies.len();

@@ -11,7 +11,6 @@ use clap::Args;
 use crate::aws::sts::CredentialCache;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Route};
-use crate::policy::engine::EngineOptions;
 use crate::policy::{Engine, Policies, reload};
 use crate::proxy::forward::Upstream;
 use crate::proxy::listener::{self, Tls};
@@ -34,7 +33,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("state.dir {}", config.state_dir.display()))?,
     );
 
-    let engine = Engine::new(EngineOptions::default())?;
+    let engine = Engine::new(config.engine_options())?;
     let specs = config.endpoint_specs();
     let policies = Arc::new(Policies::new(engine, &specs)?);
 
