@@ -4,6 +4,7 @@
 
 mod check;
 mod facet;
+mod new;
 mod policy;
 mod serve;
 
@@ -48,6 +49,8 @@ enum PolicyCommand {
     Bench(policy::BenchArgs),
     /// List the built-in policies and their digests.
     List,
+    /// Create a policy project (Rust, JavaScript or Python) that builds and passes its cases.
+    New(new::NewArgs),
 }
 
 /// Sandbox limits for one evaluation (the defaults an endpoint gets).
@@ -83,5 +86,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Test(args)) => policy::test(args),
         Command::Policy(PolicyCommand::Bench(args)) => policy::bench(args),
         Command::Policy(PolicyCommand::List) => policy::list(),
+        Command::Policy(PolicyCommand::New(args)) => new::new(args),
     }
 }
