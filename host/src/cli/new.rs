@@ -209,19 +209,8 @@ mod tests {{
     ]
 }
 
-const JS_BUILD: &str = r#"// node build.mjs — policy.js into a component (no WASI features needed).
-import { componentize } from '@bytecodealliance/componentize-js';
-import { writeFile } from 'node:fs/promises';
-
-const [source, wit, out] = process.argv.slice(2);
-const { component } = await componentize({
-  sourcePath: source,
-  witPath: wit,
-  worldName: 'policy',
-  disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
-});
-await writeFile(out, component);
-"#;
+/// The example's build script serves every JavaScript project.
+const JS_BUILD: &str = include_str!("../../../policies/examples/js/build.mjs");
 
 fn js(name: &str, snake: &str) -> Vec<(&'static str, String)> {
     let module = format!("{snake}_js.wasm");

@@ -287,7 +287,8 @@ fn unknown_builtin_names_the_known_ones() {
         .expect_err("unknown");
     assert_eq!(
         error.to_string(),
-        "unknown built-in policy builtin:nope (known: builtin:read-only, builtin:no-secrets)"
+        "unknown built-in policy builtin:nope (known: builtin:read-only, builtin:no-secrets, \
+         builtin:allowlist, builtin:iam)"
     );
 }
 
