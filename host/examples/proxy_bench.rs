@@ -374,16 +374,10 @@ fn start_mitmproxy(
 }
 
 fn client_tls(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let pem = std::fs::read_to_string(ca)?;
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     let mut roots = rustls::RootCertStore::empty();
-    let mut block = String::new();
-    for line in pem.lines() {
-        if line.starts_with("-----END") {
-            roots.add(data_encoding::BASE64.decode(block.as_bytes())?.into())?;
-            block.clear();
-        } else if !line.starts_with("-----") {
-            block.push_str(line.trim());
-        }
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use sha2::Digest as _;
 
 use crate::aws::chunked::{Chain, Resigner};
-use crate::aws::request::Request as AwsRequest;
+use crate::aws::request::{Request as AwsRequest, strip_port};
 use crate::aws::scope::Scope;
 use crate::aws::sigv4::{self, AGENT_SIGNATURE_HEADERS, Outgoing, SigningCredentials};
 use crate::aws::sts::CredentialCache;
@@ -137,37 +137,31 @@ impl Pipeline {
         let result = self.run(request, arrival, &mut record, &mut protocol).await;
         let route = &self.routes[arrival.route];
         let latency_us = started.elapsed().as_micros() as u64;
+        // The record line: upstream status for a forwarded request, status, code and
+        // reason for a refusal (absent fields are left out).
+        let refusal = result.as_ref().err();
+        let verdict = if record.verdict.is_empty() {
+            "refused"
+        } else {
+            record.verdict
+        };
+        tracing::info!(
+            target: "sigward::request",
+            request_id = %id,
+            endpoint = %route.endpoint.name,
+            agent = %record.agent,
+            call = %record.summary,
+            verdict = %verdict,
+            policies = %record.policies,
+            upstream_status = result.as_ref().ok().map(|r| r.status().as_u16()),
+            status = refusal.map(|r| r.status),
+            code = refusal.map(|r| tracing::field::display(r.code)),
+            reason = refusal.map(|r| tracing::field::display(&r.message)),
+            latency_us,
+        );
         match result {
-            Ok(response) => {
-                tracing::info!(
-                    target: "sigward::request",
-                    request_id = %id,
-                    endpoint = %route.endpoint.name,
-                    agent = %record.agent,
-                    call = %record.summary,
-                    verdict = %record.verdict,
-                    policies = %record.policies,
-                    upstream_status = response.status().as_u16(),
-                    latency_us,
-                );
-                response
-            }
-            Err(refusal) => {
-                tracing::info!(
-                    target: "sigward::request",
-                    request_id = %id,
-                    endpoint = %route.endpoint.name,
-                    agent = %record.agent,
-                    call = %record.summary,
-                    verdict = %if record.verdict.is_empty() { "refused" } else { record.verdict },
-                    policies = %record.policies,
-                    status = refusal.status,
-                    code = %refusal.code,
-                    reason = %refusal.message,
-                    latency_us,
-                );
-                error_response(protocol, &refusal, &id)
-            }
+            Ok(response) => response,
+            Err(refusal) => error_response(protocol, &refusal, &id),
         }
     }
 
@@ -235,13 +229,12 @@ impl Pipeline {
         {
             let computed = hex::encode(sha2::Sha256::digest(&buffered));
             if !computed.eq_ignore_ascii_case(hash) {
-                return Err(refuse(
-                    400,
-                    "XAmzContentSHA256Mismatch",
-                    format!(
-                        "sigward: the body's SHA-256 {computed} is not the declared x-amz-content-sha256 {hash}"
-                    ),
-                ));
+                let mismatch = body::BodyError::HashMismatch {
+                    declared: hash.to_string(),
+                    computed,
+                };
+                let (status, code) = mismatch.code();
+                return Err(refuse(status, code, format!("sigward: {mismatch}")));
             }
         }
 
@@ -256,11 +249,7 @@ impl Pipeline {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
-        let signed = AwsRequest::from_parts(parts.method.as_str(), &target, headers, &[]);
-        let signed = AwsRequest {
-            body: std::borrow::Cow::Borrowed(&buffered),
-            ..signed
-        };
+        let signed = AwsRequest::from_parts(parts.method.as_str(), &target, headers, &buffered);
 
         // 1. authenticate
         let scope = Scope::of(&signed)
@@ -320,13 +309,13 @@ impl Pipeline {
         }
 
         // 2. understand (as the host sees it; the body decoded)
-        let mut view_headers: Vec<(&str, &[u8])> = signed.headers.clone();
-        for (name, value) in &mut view_headers {
+        let mut view = signed.clone();
+        for (name, value) in &mut view.headers {
             if name.eq_ignore_ascii_case("host") {
                 *value = host.as_bytes();
             }
         }
-        let view = AwsRequest::from_parts(signed.method, &target, view_headers, &buffered);
+        let view = view.with_decoded_body();
         let (mut facet, understood_protocol) = aws::understand_call(&view, &endpoint.accounts)
             .map_err(|e| refuse(400, "InvalidRequest", format!("sigward: {e}")))?;
         *protocol = understood_protocol;
@@ -647,15 +636,6 @@ fn resign(
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(*name);
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.contains(':') => {
-            name
-        }
-        _ => host,
     }
 }
 

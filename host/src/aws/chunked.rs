@@ -74,7 +74,6 @@ impl Chain {
 
     fn params(&self) -> v4::SigningParams<'_, ()> {
         // INVARIANT: every field the builder requires is set, so `build` cannot fail.
-        #[allow(clippy::expect_used)]
         v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)

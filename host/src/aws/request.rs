@@ -70,8 +70,9 @@ impl<'a> Request<'a> {
     }
 
     /// A request whose head an HTTP server already parsed: `target` is the origin-form
-    /// path and query, `body` the bytes after transfer decoding (empty when the body is
-    /// streamed rather than read). Content encodings are removed as [`Request::parse`] does.
+    /// path and query, `body` the bytes after transfer decoding as the agent signed them
+    /// (empty when the body is streamed rather than read). [`Request::with_decoded_body`]
+    /// removes content encodings for understanding, as [`Request::parse`] does.
     pub fn from_parts(
         method: &'a str,
         target: &'a str,
@@ -79,16 +80,22 @@ impl<'a> Request<'a> {
         body: &'a [u8],
     ) -> Self {
         let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
-        let mut request = Request {
+        Request {
             method,
             raw_path,
             raw_query,
             query: decode_query(raw_query),
             headers,
-            body: Cow::Borrowed(&[]),
-        };
-        request.body = request.decode_content(Cow::Borrowed(body));
-        request
+            body: Cow::Borrowed(body),
+        }
+    }
+
+    /// The request with its body's content encodings removed (gzip inflated, bounded;
+    /// aws-chunked or oversized bodies not inspected).
+    pub fn with_decoded_body(mut self) -> Self {
+        let body = std::mem::take(&mut self.body);
+        self.body = self.decode_content(body);
+        self
     }
 
     /// The first value of a header (any case), if it is UTF-8.
@@ -110,17 +117,7 @@ impl<'a> Request<'a> {
 
     /// The `Host` header without its port.
     pub fn host(&self) -> &'a str {
-        let host = self.header("host").unwrap_or_default();
-        match host.rsplit_once(':') {
-            // "name:443" or "[::1]:443"; a bare IPv6 address has colons but no port.
-            Some((name, port))
-                if port.bytes().all(|b| b.is_ascii_digit())
-                    && (!name.contains(':') || name.ends_with(']')) =>
-            {
-                name
-            }
-            _ => host,
-        }
+        strip_port(self.header("host").unwrap_or_default())
     }
 
     /// The percent-decoded path.
@@ -169,6 +166,20 @@ impl<'a> Request<'a> {
             return Cow::Owned(if keep { inflated } else { Vec::new() });
         }
         body
+    }
+}
+
+/// A `Host` value (or CONNECT authority) without its port: "name:443" or "[::1]:443"; a
+/// bare IPv6 address has colons but no port.
+pub fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => host,
     }
 }
 

@@ -110,25 +110,19 @@ impl Upstream {
     }
 }
 
-/// An error and its causes on one line.
+/// An error and its causes on one line (a cause its parent already quotes is left out).
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
+        let line = cause.to_string();
+        if !text.contains(&line) {
             text.push_str(": ");
-            text.push_str(&cause);
+            text.push_str(&line);
         }
-        source = cause_of(source);
+        source = cause.source();
     }
     text
-}
-
-fn cause_of<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(|e| e.source())
 }
 
 /// Opens TCP connections: straight to the host, or through a CONNECT proxy.

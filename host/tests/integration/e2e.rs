@@ -523,6 +523,11 @@ except botocore.exceptions.ClientError as e:
         ],
     );
     assert!(!cli.status.success());
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(
+        stderr.contains("Failed to connect to proxy URL"),
+        "{stderr}"
+    );
 
     // The direct listener (AWS_ENDPOINT_URL): service and region from the scope.
     let endpoint_url = sigward.endpoint_url.clone().expect("endpoint_listen line");

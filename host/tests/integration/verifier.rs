@@ -207,13 +207,11 @@ fn tls_to(
     ca: &std::path::Path,
     url: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read_to_string(ca).expect("ca.pem");
-    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = data_encoding::BASE64
-        .decode(der.as_bytes())
-        .expect("base64");
-    roots.add(der.into()).expect("ca");
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("ca.pem"))
+        .expect("ca");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
