@@ -169,7 +169,7 @@ impl<'a> Request<'a> {
     }
 }
 
-/// A `Host` value (or CONNECT authority) without its port: "name:443" or "[::1]:443"; a
+/// A `Host` value (or CONNECT authority) without its port: `name:443` or `[::1]:443`; a
 /// bare IPv6 address has colons but no port.
 pub fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
