@@ -1,8 +1,14 @@
-//! The command line: `sigward serve`, `sigward check`, `sigward facet` and `sigward policy {eval,test,bench,list}`.
+//! The command line: `sigward serve`, `sigward check`, `sigward facet`, `sigward policy
+//! {eval,test,bench,list,new}`; for agents `sigward agent {add,list,revoke}`, `sigward
+//! credentials`, `sigward env`, `sigward profile {install,remove}`; and for other proxies
+//! `sigward authorize` and `sigward squid-helper`.
 //!
 //! Exit codes: 0 success, 1 a test failed, 2 bad input (a one-line error on stderr).
 
+mod agent;
+mod authorize;
 mod check;
+mod env;
 mod facet;
 mod new;
 mod policy;
@@ -37,6 +43,20 @@ enum Command {
     /// Evaluate, test and benchmark policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Agents sigward issues short-lived keys to.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Print a fresh key for an agent as AWS `credential_process` JSON.
+    Credentials(agent::CredentialsArgs),
+    /// Print the exports an agent's shell needs to go through sigward.
+    Env(env::EnvArgs),
+    /// Write or remove AWS config profiles that get keys from `sigward credentials`.
+    #[command(subcommand)]
+    Profile(env::ProfileCommand),
+    /// Serve Envoy's ext_authz HTTP protocol: judge requests another proxy forwards.
+    Authorize(authorize::AuthorizeArgs),
+    /// Answer Squid's external ACL helper protocol on stdin/stdout.
+    SquidHelper(authorize::SquidHelperArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,5 +107,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Bench(args)) => policy::bench(args),
         Command::Policy(PolicyCommand::List) => policy::list(),
         Command::Policy(PolicyCommand::New(args)) => new::new(args),
+        Command::Agent(command) => agent::agent(command),
+        Command::Credentials(args) => agent::credentials(args),
+        Command::Env(args) => env::env(args),
+        Command::Profile(command) => env::profile(command),
+        Command::Authorize(args) => authorize::authorize(args),
+        Command::SquidHelper(args) => authorize::squid_helper(args),
     }
 }

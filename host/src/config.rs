@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aws::account::{AccountNames, account_of_key};
+use crate::aws::account::{AccountId, AccountNames, account_of_key};
 use crate::policy::{EndpointSpec, Limits, PolicySpec};
 
 /// The validated configuration.
@@ -19,6 +19,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where agents' `AWS_ENDPOINT_URL` points, if enabled.
     pub endpoint_listen: Option<SocketAddr>,
+    /// Where agents fetch issued keys (`AWS_CONTAINER_CREDENTIALS_FULL_URI`), if enabled.
+    pub credentials_listen: Option<SocketAddr>,
     /// `ca.pem`, `ca.key`, issued keys and the policy store.
     pub state_dir: PathBuf,
     pub credentials: HashMap<String, BaseCredential>,
@@ -86,6 +88,51 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Config {
+    /// Read `path`, or the embedded defaults without one.
+    pub fn load_or_defaults(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(Self::defaults()), Self::load)
+    }
+
+    /// The account `text` names: a 12-digit id, or a name some endpoint's `accounts` gives.
+    pub fn account(&self, text: &str) -> Result<AccountId, ConfigError> {
+        if let Some(id) = AccountId::parse(text) {
+            return Ok(id);
+        }
+        self.endpoints
+            .iter()
+            .find_map(|e| e.accounts.id_of(text))
+            .ok_or_else(|| {
+                let mut known: Vec<String> = self
+                    .endpoints
+                    .iter()
+                    .flat_map(|e| e.accounts.labels())
+                    .collect();
+                known.sort();
+                known.dedup();
+                ConfigError(format!(
+                    "account {text:?} is neither a 12-digit id nor a name in an endpoint's accounts{}",
+                    if known.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", known.join(", "))
+                    }
+                ))
+            })
+    }
+
+    /// `prod (111111111111)` when some endpoint names the account, else the id.
+    pub fn account_label(&self, account: &AccountId) -> String {
+        match self.account_name(account) {
+            Some(name) => format!("{name} ({account})"),
+            None => account.to_string(),
+        }
+    }
+
+    /// The operator's name for `account`, if an endpoint gives one.
+    pub fn account_name(&self, account: &AccountId) -> Option<&str> {
+        self.endpoints.iter().find_map(|e| e.accounts.name(account))
+    }
+
     /// The policy sets the engine builds, one per endpoint.
     pub fn endpoint_specs(&self) -> Vec<EndpointSpec> {
         self.endpoints
@@ -185,6 +232,7 @@ struct RawConfig {
 struct RawProxy {
     listen: Option<String>,
     endpoint_listen: Option<String>,
+    credentials_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +312,20 @@ impl RawConfig {
             .as_deref()
             .map(|a| address("proxy.endpoint_listen", a))
             .transpose()?;
+        let credentials_listen = self
+            .proxy
+            .credentials_listen
+            .as_deref()
+            .map(|a| address("proxy.credentials_listen", a))
+            .transpose()?;
+        if let Some(address) = credentials_listen
+            && !address.ip().is_loopback()
+        {
+            // AWS SDKs fetch container credentials over plain HTTP only from loopback.
+            return Err(ConfigError(format!(
+                "proxy.credentials_listen: {address} is not a loopback address (AWS SDKs accept http:// credential endpoints only on 127.0.0.1 or ::1)"
+            )));
+        }
         let state_dir = self.state.dir.unwrap_or_else(default_state_dir);
 
         let mut credentials = HashMap::new();
@@ -421,6 +483,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             endpoint_listen,
+            credentials_listen,
             state_dir,
             credentials,
             endpoints,

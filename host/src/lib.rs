@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agents;
+pub mod authorize;
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use sha2::Digest as _;
 
+use crate::agents::LiveAgents;
 use crate::aws::chunked::{Chain, Resigner};
 use crate::aws::request::{Request as AwsRequest, strip_port};
 use crate::aws::scope::Scope;
@@ -58,6 +59,7 @@ pub struct Route {
 pub struct Pipeline {
     pub routes: Vec<Route>,
     agents: HashMap<String, Agent>,
+    issued: Arc<LiveAgents>,
     policies: Arc<Policies>,
     request_ids: AtomicU64,
 }
@@ -87,6 +89,12 @@ fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> Refusa
     }
 }
 
+/// An authenticated agent: its name and the secret its signatures are checked with.
+struct Caller {
+    name: String,
+    secret: String,
+}
+
 /// What the record line says about a request.
 #[derive(Default)]
 struct Record {
@@ -97,7 +105,12 @@ struct Record {
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, routes: Vec<Route>, policies: Arc<Policies>) -> Self {
+    pub fn new(
+        config: &Config,
+        routes: Vec<Route>,
+        policies: Arc<Policies>,
+        issued: Arc<LiveAgents>,
+    ) -> Self {
         let agents = config
             .agents
             .iter()
@@ -109,6 +122,7 @@ impl Pipeline {
         Self {
             routes,
             agents,
+            issued,
             policies,
             request_ids: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         }
@@ -121,6 +135,54 @@ impl Pipeline {
                 .hosts
                 .iter()
                 .any(|pattern| host_matches(pattern, host))
+        })
+    }
+
+    /// Who signed the request: an agent from the config file (by key id), or one sigward
+    /// issued a key to (`ASIA…` with its session token).
+    fn identify(
+        &self,
+        signed: &AwsRequest<'_>,
+        scope: &Scope<'_>,
+        now: SystemTime,
+    ) -> Result<Caller, Refusal> {
+        let key_id = scope.access_key_id;
+        if let Some(agent) = self.agents.get(key_id) {
+            return Ok(Caller {
+                name: agent.name.clone(),
+                secret: agent.secret_access_key.clone(),
+            });
+        }
+        let invalid = |why: String| {
+            refuse(
+                403,
+                "InvalidClientTokenId",
+                format!(
+                    "The security token included in the request is invalid: access key id {key_id} {why} (sigward)"
+                ),
+            )
+        };
+        if !key_id.starts_with("ASIA") {
+            return Err(invalid("is not an agent's".into()));
+        }
+        let agents = self.issued.current().map_err(|e| {
+            refuse(
+                500,
+                "InternalFailure",
+                format!("sigward: cannot read the agents sigward issued keys to: {e}"),
+            )
+        })?;
+        let token = if scope.presigned {
+            signed.query_param("X-Amz-Security-Token")
+        } else {
+            signed.header("x-amz-security-token")
+        };
+        let owner = agents
+            .authenticate(key_id, token, now)
+            .map_err(|e| invalid(format!("was refused: {e}")))?;
+        Ok(Caller {
+            name: owner.agent,
+            secret: owner.secret_access_key,
         })
     }
 
@@ -262,20 +324,11 @@ impl Pipeline {
                 )
             })?;
         *protocol = aws::protocol_hint(&signed, Some(scope.service));
-        let agent = self.agents.get(scope.access_key_id).ok_or_else(|| {
-            refuse(
-                403,
-                "InvalidClientTokenId",
-                format!(
-                    "The security token included in the request is invalid: access key id {} is not an agent's (sigward)",
-                    scope.access_key_id
-                ),
-            )
-        })?;
-        record.agent.clone_from(&agent.name);
         let now = SystemTime::now();
+        let agent = self.identify(&signed, &scope, now)?;
+        record.agent.clone_from(&agent.name);
         if endpoint.verify_signatures {
-            sigv4::verify(&signed, &scope, &agent.secret_access_key, now).map_err(|e| {
+            sigv4::verify(&signed, &scope, &agent.secret, now).map_err(|e| {
                 let status = if matches!(e, sigv4::VerifyError::Malformed(_)) {
                     400
                 } else {
@@ -394,7 +447,7 @@ impl Pipeline {
                 buffered: &buffered,
                 incoming,
                 failure: failure.clone(),
-                agent_secret: &agent.secret_access_key,
+                agent_secret: &agent.secret,
             },
         )?;
         let mut request = Request::builder()

@@ -77,6 +77,19 @@ impl AccountNames {
     pub fn name(&self, account: &AccountId) -> Option<&str> {
         self.0.get(account).map(String::as_str)
     }
+
+    /// The account the operator calls `name`.
+    pub fn id_of(&self, name: &str) -> Option<AccountId> {
+        self.0
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// `name=id` for each labelled account.
+    pub fn labels(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.iter().map(|(id, name)| format!("{name}={id}"))
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::agents::AgentStore;
 use crate::config::{BaseCredential, Config};
 use crate::policy::{Engine, reload};
+use crate::tls::CertificateAuthority;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -40,12 +42,24 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // The CA is created by the first `serve`; once there, it must load (cert and key).
     let ca = config.state_dir.join("ca.pem");
-    if ca.exists()
-        && let Err(e) = std::fs::read(&ca)
+    if (ca.exists() || config.state_dir.join("ca.key").exists())
+        && let Err(e) = CertificateAuthority::load_or_create(&config.state_dir)
     {
-        problems.push(format!("state.dir: cannot read {}: {e}", ca.display()));
+        problems.push(format!("state.dir: {e}"));
     }
+    let issued = match AgentStore::new(&config.state_dir).load() {
+        Ok(agents) => agents
+            .records()
+            .iter()
+            .filter(|r| r.revoked_at.is_none())
+            .count(),
+        Err(e) => {
+            problems.push(format!("state.dir: agents: {e}"));
+            0
+        }
+    };
 
     let mut out = std::io::stdout();
     for problem in &problems {
@@ -54,7 +68,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if problems.is_empty() {
         writeln!(
             out,
-            "{}: ok ({} endpoints, {policies} policies, {} agents)",
+            "{}: ok ({} endpoints, {policies} policies, {} agents in the config, {issued} added with `sigward agent add`)",
             args.config.display(),
             config.endpoints.len(),
             config.agents.len()

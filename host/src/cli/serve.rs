@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::agents::{AgentStore, LiveAgents};
 use crate::aws::sts::CredentialCache;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Route};
@@ -33,9 +34,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("state.dir {}", config.state_dir.display()))?,
     );
 
-    let engine = Engine::new(config.engine_options())?;
-    let specs = config.endpoint_specs();
-    let policies = Arc::new(Policies::new(engine, &specs)?);
+    let (policies, _watcher) = live_policies(&config, args.config.as_deref())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,10 +67,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 credentials,
             });
         }
-        if config.agents.is_empty() {
-            tracing::warn!("no [[agent]] is configured: every request will be refused");
+        let issued = Arc::new(LiveAgents::new(AgentStore::new(&config.state_dir)));
+        let issued_count = issued.current().map_or(0, |a| {
+            a.records().iter().filter(|r| r.revoked_at.is_none()).count()
+        });
+        if config.agents.is_empty() && issued_count == 0 {
+            tracing::warn!(
+                "no [[agent]] is configured and none was added with `sigward agent add`: every request will be refused"
+            );
         }
-        let pipeline = Arc::new(Pipeline::new(&config, routes, Arc::clone(&policies)));
+        let pipeline = Arc::new(Pipeline::new(
+            &config,
+            routes,
+            Arc::clone(&policies),
+            Arc::clone(&issued),
+        ));
         let tls = Tls::new(Arc::new(LeafResolver::new(
             Arc::clone(&ca),
             Some("127.0.0.1".into()),
@@ -88,38 +98,50 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-
-        // Hot reload: the config file and every policy file, and SIGHUP.
-        let _watcher = match &args.config {
-            Some(path) => {
-                let path = path.clone();
-                let files = reload::watched_files(&specs, std::slice::from_ref(&path));
-                reload::watch(Arc::clone(&policies), files, move || {
-                    Config::load(&path)
-                        .map(|c| c.endpoint_specs())
-                        .map_err(|e| e.to_string())
-                })?
-            }
-            None => {
-                let specs = specs.clone();
-                reload::watch(Arc::clone(&policies), Vec::new(), move || Ok(specs.clone()))?
-            }
+        let credentials = match config.credentials_listen {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("proxy.credentials_listen {address}"))?,
+            ),
+            None => None,
         };
 
-        let mut out = std::io::stdout();
-        writeln!(out, "HTTPS_PROXY=http://{}", proxy.local_addr()?)?;
-        writeln!(out, "AWS_CA_BUNDLE={}", ca.cert_path.display())?;
+        // What agents need, in one write; a reader that went away (a closed pipe) must
+        // not stop the proxy.
+        let mut banner = format!(
+            "HTTPS_PROXY=http://{}\nAWS_CA_BUNDLE={}\n",
+            proxy.local_addr()?,
+            ca.cert_path.display()
+        );
         if let Some(direct) = &direct {
-            writeln!(out, "AWS_ENDPOINT_URL=https://{}", direct.local_addr()?)?;
+            banner += &format!("AWS_ENDPOINT_URL=https://{}\n", direct.local_addr()?);
         }
-        out.flush()?;
+        if let Some(credentials) = &credentials {
+            // Agents append NAME/ACCOUNT (`sigward env` prints the whole variable).
+            banner += &format!(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{}/agents/\n",
+                credentials.local_addr()?
+            );
+        }
+        let mut out = std::io::stdout();
+        if let Err(error) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+            tracing::warn!(%error, "could not print the agent settings to stdout");
+        }
         tracing::info!(
             listen = %proxy.local_addr()?,
             endpoints = config.endpoints.len(),
             agents = config.agents.len(),
+            issued_agents = issued_count,
             "sigward is serving"
         );
 
+        if let Some(credentials) = credentials {
+            tokio::spawn(crate::proxy::credentials::serve_credentials(
+                credentials,
+                Arc::clone(&issued),
+            ));
+        }
         if let Some(direct) = direct {
             tokio::spawn(listener::serve_direct(direct, Arc::clone(&pipeline), tls.clone()));
         }
@@ -130,4 +152,28 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The endpoints' policy sets, reloaded when the config file or a policy file changes,
+/// and on SIGHUP (keep the watcher alive as long as they are used).
+pub(super) fn live_policies(
+    config: &Config,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<(Arc<Policies>, reload::Watcher)> {
+    let engine = Engine::new(config.engine_options())?;
+    let specs = config.endpoint_specs();
+    let policies = Arc::new(Policies::new(engine, &specs)?);
+    let watcher = match path {
+        Some(path) => {
+            let path = path.to_path_buf();
+            let files = reload::watched_files(&specs, std::slice::from_ref(&path));
+            reload::watch(Arc::clone(&policies), files, move || {
+                Config::load(&path)
+                    .map(|c| c.endpoint_specs())
+                    .map_err(|e| e.to_string())
+            })?
+        }
+        None => reload::watch(Arc::clone(&policies), Vec::new(), move || Ok(specs.clone()))?,
+    };
+    Ok((policies, watcher))
 }

@@ -327,9 +327,32 @@ fn check_reports_each_problem_with_its_key() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("ok (1 endpoints, 2 policies, 0 agents)"),
+        stdout.contains("ok (1 endpoints, 2 policies, 0 agents in the config, 0 added"),
         "{stdout}"
     );
+
+    // A damaged state directory: one line per problem.
+    std::fs::write(dir.path().join("agents.json"), "{").expect("write");
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate").expect("write");
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("state.dir: agents: ") && l.contains("agents.json")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("state.dir: ") && l.contains("ca")),
+        "{stdout}"
+    );
+    std::fs::remove_file(dir.path().join("agents.json")).expect("remove");
+    std::fs::remove_file(dir.path().join("ca.pem")).expect("remove");
 
     let looping = fixture("endless-loop");
     write(&endpoint(&format!(

@@ -1,7 +1,9 @@
 //! Integration tests of the sigward binary and library, against real policy components
 //! compiled from `policies/` by the host's build script. One binary, one module per area.
 
+mod authorizer;
 mod cli;
+mod delivery;
 mod e2e;
 mod engine;
 mod errors;
