@@ -299,6 +299,34 @@ print(session.client("sts").get_caller_identity()["Account"])
         "boto3 via the ECS endpoint",
     );
     assert_eq!(out, "container-role ASIA\n222222222222\n", "{out}");
+    // A presigned URL carries the issued session token in its query; sigward checks it,
+    // re-presigns and forwards. (moto 5.2.5 cannot check presigned signatures when its
+    // signature checking is on: it answers 500, KeyError 'HTTP_AUTHORIZATION'. The
+    // re-presigned signature itself is verified in verifier.rs.)
+    let presign = r#"
+import boto3, botocore.config, os, ssl, urllib.request
+s3 = boto3.client("s3", config=botocore.config.Config(signature_version="s3v4"))
+url = s3.generate_presigned_url("list_buckets", ExpiresIn=300)
+context = ssl.create_default_context(cafile=os.environ["AWS_CA_BUNDLE"])
+try:
+    print("X-Amz-Security-Token=" in url, urllib.request.urlopen(url, context=context).status)
+except urllib.error.HTTPError as e:
+    print("X-Amz-Security-Token=" in url, e.code, e.read().decode())
+"#;
+    let seen = moto.requests_seen();
+    let out = ok(
+        &agent_shell(&venv, &refs(&ecs("prod")), "python", &["-c", presign]),
+        "a presigned URL with an issued key",
+    );
+    assert!(
+        out.starts_with("True ") && !out.contains("sigward"),
+        "{out}"
+    );
+    assert!(
+        crate::support::eventually(std::time::Duration::from_secs(5), || moto.requests_seen()
+            > seen),
+        "the presigned call did not reach moto: {out}"
+    );
     // Policies still judge: an S3 write needs approval under read-only.
     let write = agent_shell(
         &venv,
