@@ -167,29 +167,43 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "no agents (sigward agent add NAME --account ACCOUNT)")?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<20} {:<7} {:<28} {:>8}  STATUS",
-        "NAME", "SOURCE", "ACCOUNTS", "TTL"
-    )?;
-    for row in rows {
-        let text = |k: &str| row[k].as_str().unwrap_or_default().to_string();
-        let accounts: Vec<&str> = row["accounts"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
-        let ttl = row["ttl_seconds"]
-            .as_u64()
-            .map_or_else(|| "-".into(), |t| format!("{t}s"));
-        writeln!(
-            out,
-            "{:<20} {:<7} {:<28} {:>8}  {}",
-            text("name"),
-            text("source"),
-            accounts.join(", "),
-            ttl,
-            text("status")
-        )?;
+    let table: Vec<[String; 5]> = rows
+        .iter()
+        .map(|row| {
+            let text = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+            let accounts: Vec<&str> = row["accounts"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let ttl = row["ttl_seconds"]
+                .as_u64()
+                .map_or_else(|| "-".into(), |t| format!("{t}s"));
+            [
+                text("name"),
+                text("source"),
+                accounts.join(", "),
+                ttl,
+                text("status"),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "SOURCE", "ACCOUNTS", "TTL", "STATUS"].map(String::from);
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            std::iter::once(&header)
+                .chain(&table)
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(&header).chain(&table) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
     }
     Ok(ExitCode::SUCCESS)
 }
