@@ -399,6 +399,7 @@ impl AgentStore {
         now: SystemTime,
     ) -> Result<AgentRecord, AgentError> {
         check_name(name)?;
+        let _lock = self.lock()?;
         let agents = self.load()?;
         if agents.active(name).is_ok() {
             return Err(AgentError::Exists(name.into()));
@@ -422,6 +423,7 @@ impl AgentStore {
 
     /// Revoke the agent called `name`: its keys stop working on the next request.
     pub fn revoke(&self, name: &str, now: SystemTime) -> Result<AgentRecord, AgentError> {
+        let _lock = self.lock()?;
         let agents = self.load()?;
         let id = agents.active(name)?.id.clone();
         let mut records = agents.records;
@@ -434,6 +436,26 @@ impl AgentStore {
         }
         self.save(records)?;
         revoked.ok_or_else(|| AgentError::Unknown(name.into()))
+    }
+
+    /// An exclusive lock on `agents.lock`, so that two `sigward agent` commands at once
+    /// cannot lose each other's change (released when the file is dropped).
+    fn lock(&self) -> Result<fs::File, AgentError> {
+        self.ensure_dir()?;
+        let path = self.dir.join("agents.lock");
+        let io = |error| AgentError::Io {
+            path: path.clone(),
+            error,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(file)
     }
 
     fn ensure_dir(&self) -> Result<(), AgentError> {
@@ -692,6 +714,29 @@ mod tests {
         }
         fs::write(state.join(STORE_FILE), "{").expect("write");
         assert!(matches!(store.load(), Err(AgentError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn concurrent_adds_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let store = AgentStore::new(dir.path());
+                scope.spawn(move || {
+                    store
+                        .add(
+                            &format!("a{i}"),
+                            &[account("111111111111")],
+                            DEFAULT_TTL,
+                            now,
+                        )
+                        .expect("add");
+                });
+            }
+        });
+        let agents = AgentStore::new(dir.path()).load().expect("load");
+        assert_eq!(agents.records().len(), 8);
     }
 
     #[test]
