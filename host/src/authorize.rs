@@ -19,9 +19,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::aws::request::{Request as AwsRequest, strip_port};
@@ -33,6 +30,7 @@ use crate::pipeline::{MAX_BUFFERED, host_matches};
 use crate::policy::{Policies, Verdict};
 use crate::proxy::errors::aws_error;
 use crate::proxy::forward::Body;
+use crate::proxy::listener::serve_plain;
 
 /// What the authorizer decided about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,34 +197,13 @@ pub async fn serve_ext_authz(
     authorizer: Arc<Authorizer>,
     path_prefix: String,
 ) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
-            }
-        };
+    let path_prefix: Arc<str> = path_prefix.into();
+    serve_plain(listener, "authorizer", move |request, _| {
         let authorizer = Arc::clone(&authorizer);
-        let path_prefix = path_prefix.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let authorizer = Arc::clone(&authorizer);
-                let path_prefix = path_prefix.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        check(request, &authorizer, &path_prefix).await,
-                    )
-                }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, %peer, "authorizer connection ended");
-            }
-        });
-    }
+        let path_prefix = Arc::clone(&path_prefix);
+        async move { check(request, &authorizer, &path_prefix).await }
+    })
+    .await;
 }
 
 async fn check(

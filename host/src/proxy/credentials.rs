@@ -11,50 +11,31 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
 use crate::agents::{Agents, LiveAgents, timestamp};
 use crate::aws::account::AccountId;
 use crate::proxy::forward::Body;
+use crate::proxy::listener::serve_plain;
 
 /// Accept credential requests until the process ends.
 pub async fn serve_credentials(listener: TcpListener, agents: Arc<LiveAgents>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
-            }
-        };
+    serve_plain(listener, "credentials", move |request, peer| {
         let agents = Arc::clone(&agents);
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let agents = Arc::clone(&agents);
-                async move {
-                    let (status, body) = answer(&request, &agents);
-                    tracing::info!(
-                        target: "sigward::credentials",
-                        %peer,
-                        path = %request.uri().path(),
-                        status = status.as_u16(),
-                        "container credentials"
-                    );
-                    Ok::<_, std::convert::Infallible>(json_response(status, body))
-                }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, %peer, "credentials connection ended");
-            }
-        });
-    }
+        async move {
+            let (status, body) = answer(&request, &agents);
+            tracing::info!(
+                target: "sigward::credentials",
+                %peer,
+                path = %request.uri().path(),
+                status = status.as_u16(),
+                "container credentials"
+            );
+            json_response(status, body)
+        }
+    })
+    .await;
 }
 
 fn answer(request: &Request<Incoming>, live: &LiveAgents) -> (StatusCode, serde_json::Value) {

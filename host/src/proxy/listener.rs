@@ -236,3 +236,35 @@ where
         tracing::debug!(%error, "agent connection ended");
     }
 }
+
+/// Serve plain HTTP/1.1 (keep-alive, the same head timeout) on `listener` until the
+/// process ends, answering each request with `handle` — the small local listeners: the
+/// credentials endpoint, the authorizer.
+pub async fn serve_plain<F, Fut>(listener: TcpListener, what: &'static str, handle: F)
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<crate::proxy::forward::Body>> + Send,
+{
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, what, "accept failed");
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let answer = handle(request, peer);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+            });
+            if let Err(error) = agent_http()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, %peer, what, "connection ended");
+            }
+        });
+    }
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::e2e::{Moto, Process, config, free_port, ok, venv};
+use crate::e2e::{Moto, Process, clean_aws_env, config, free_port, ok, venv};
 use crate::support::eventually;
 
 const POLICIES: &str = r#"{ module = "builtin:read-only" }, { module = "builtin:no-secrets" }"#;
@@ -40,12 +40,7 @@ fn aws(
     args: &[&str],
 ) -> Output {
     let mut command = Command::new(venv.join("bin/aws"));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("AWS_") || name.to_ascii_lowercase().ends_with("_proxy") {
-            command.env_remove(&name);
-        }
-    }
+    clean_aws_env(&mut command);
     if let Some(proxy) = proxy {
         command.env("HTTP_PROXY", proxy);
     }

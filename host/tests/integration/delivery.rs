@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::e2e::{AGENT_SECRET, Moto, Sigward, config, free_port, ok, venv};
+use crate::e2e::{AGENT_SECRET, Moto, Sigward, clean_aws_env, config, free_port, ok, venv};
 
 const SIGWARD: &str = env!("CARGO_BIN_EXE_sigward");
 
@@ -39,17 +39,7 @@ fn agent_shell(venv: &Path, env_args: &[&str], program: &str, args: &[&str]) -> 
         .arg("agent-shell")
         .arg(venv.join("bin").join(program))
         .args(args);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("AWS_")
-            || name.ends_with("_PROXY")
-            || name.ends_with("_proxy")
-            || name == "REQUESTS_CA_BUNDLE"
-            || name == "SSL_CERT_FILE"
-        {
-            command.env_remove(&name);
-        }
-    }
+    clean_aws_env(&mut command);
     command
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/sigward-test")
         .env("AWS_CONFIG_FILE", "/nonexistent/sigward-test")
@@ -100,9 +90,10 @@ fn get_credentials(address: &str, path: &str, token: Option<&str>) -> (u16, Stri
 /// kept a key after revocation or expiry would do.
 fn with_static_key(venv: &Path, proxy: &str, ca: &Path, key: &serde_json::Value) -> Output {
     let field = |name: &str| key[name].as_str().unwrap_or_default().to_string();
-    Command::new(venv.join("bin/aws"))
+    let mut command = Command::new(venv.join("bin/aws"));
+    clean_aws_env(&mut command);
+    command
         .args(["sts", "get-caller-identity"])
-        .env_remove("AWS_PROFILE")
         .env("HTTPS_PROXY", proxy)
         .env("AWS_CA_BUNDLE", ca)
         .env("AWS_ACCESS_KEY_ID", field("AccessKeyId"))

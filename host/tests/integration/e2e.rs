@@ -261,21 +261,7 @@ impl Agent {
 
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.venv.join("bin").join(program));
-        for var in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_ENDPOINT_URL",
-            "REQUESTS_CA_BUNDLE",
-            "SSL_CERT_FILE",
-            "NO_PROXY",
-            "no_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-        ] {
-            command.env_remove(var);
-        }
+        clean_aws_env(&mut command);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
@@ -296,6 +282,21 @@ impl Agent {
             .args(["-c", script])
             .output()
             .expect("run python")
+    }
+}
+
+/// Remove this machine's AWS settings (it points `AWS_CA_BUNDLE` at the system bundle),
+/// proxies and CA overrides from a client's environment: each test sets its own.
+pub fn clean_aws_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("AWS_")
+            || name.to_ascii_lowercase().ends_with("_proxy")
+            || name == "REQUESTS_CA_BUNDLE"
+            || name == "SSL_CERT_FILE"
+        {
+            command.env_remove(&name);
+        }
     }
 }
 
