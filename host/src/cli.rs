@@ -1,15 +1,18 @@
 //! The command line: `sigward serve`, `sigward check`, `sigward facet`, `sigward policy
 //! {eval,test,bench,list,new}`; for agents `sigward agent {add,list,revoke}`, `sigward
 //! credentials`, `sigward env`, `sigward profile {install,remove}`; and for other proxies
-//! `sigward authorize` and `sigward squid-helper`.
+//! `sigward authorize` and `sigward squid-helper`; for reviewers `sigward audit {verify,replay}`,
+//! `sigward approvals {list,approve,deny}` and `sigward policy generate`.
 //!
 //! Exit codes: 0 success, 1 a test failed, 2 bad input (a one-line error on stderr).
 
 mod agent;
+mod audit;
 mod authorize;
 mod check;
 mod env;
 mod facet;
+mod generate;
 mod new;
 mod policy;
 mod serve;
@@ -57,6 +60,12 @@ enum Command {
     Authorize(authorize::AuthorizeArgs),
     /// Answer Squid's external ACL helper protocol on stdin/stdout.
     SquidHelper(authorize::SquidHelperArgs),
+    /// Verify and replay an audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// List, approve and deny requests waiting for a human.
+    #[command(subcommand)]
+    Approvals(audit::ApprovalsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +80,8 @@ enum PolicyCommand {
     List,
     /// Create a policy project (Rust, JavaScript or Python) that builds and passes its cases.
     New(new::NewArgs),
+    /// A least-privilege IAM policy from the calls agents made (an audit log).
+    Generate(generate::GenerateArgs),
 }
 
 /// Sandbox limits for one evaluation (the defaults an endpoint gets).
@@ -113,5 +124,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(command) => env::profile(command),
         Command::Authorize(args) => authorize::authorize(args),
         Command::SquidHelper(args) => authorize::squid_helper(args),
+        Command::Audit(command) => audit::audit(command),
+        Command::Approvals(command) => audit::approvals(command),
+        Command::Policy(PolicyCommand::Generate(args)) => generate::run(args),
     }
 }

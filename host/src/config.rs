@@ -26,6 +26,42 @@ pub struct Config {
     pub credentials: HashMap<String, BaseCredential>,
     pub endpoints: Vec<Endpoint>,
     pub agents: Vec<Agent>,
+    /// The admin listener (approvals, metrics), if enabled.
+    pub admin: Option<Admin>,
+    /// The audit log, if enabled.
+    pub audit: Option<Audit>,
+}
+
+/// `[admin]`: where humans approve and Prometheus scrapes; every API call needs the token.
+#[derive(Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[audit]`: one hash-chained JSON line per request.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub path: PathBuf,
+    /// When the log cannot be written: refuse requests (the default), or serve on.
+    pub fail_open: bool,
+}
+
+/// What an endpoint does with its policies' verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Verdicts are enforced.
+    Enforce,
+    /// Everything is allowed; the verdicts policies would have given are logged.
+    Record,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -56,6 +92,11 @@ pub struct Endpoint {
     pub verify_signatures: bool,
     pub policies: Vec<PolicySpec>,
     pub limits: Limits,
+    /// How long a request waits for a human before it is denied.
+    pub approval_timeout: Duration,
+    /// Told of each new pending approval (JSON with a Slack-compatible `text`).
+    pub approval_webhook: Option<String>,
+    pub mode: Mode,
 }
 
 #[derive(Clone)]
@@ -157,8 +198,15 @@ impl Config {
             .unwrap_or(0);
         crate::policy::engine::EngineOptions {
             max_memory_bytes: largest.max(defaults.max_memory_bytes),
+            // With an audit log, every module is kept for `sigward audit replay`.
+            module_store: self.audit.as_ref().map(|_| self.module_store()),
             ..defaults
         }
+    }
+
+    /// Where modules are kept by digest for replay: `<state>/policies`.
+    pub fn module_store(&self) -> PathBuf {
+        self.state_dir.join("policies")
     }
 
     /// Read and validate a config file.
@@ -225,6 +273,23 @@ struct RawConfig {
     endpoint: Vec<RawEndpoint>,
     #[serde(default)]
     agent: Vec<RawAgent>,
+    admin: Option<RawAdmin>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+    token: Option<String>,
+    token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: PathBuf,
+    on_failure: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +333,9 @@ struct RawEndpoint {
     memory_mib: Option<usize>,
     deadline_ms: Option<u64>,
     fuel: Option<u64>,
+    approval_timeout: Option<String>,
+    approval_webhook: Option<String>,
+    mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -433,6 +501,25 @@ impl RawConfig {
                     .map_or(defaults.deadline, Duration::from_millis),
                 fuel: raw.fuel.unwrap_or(defaults.fuel),
             };
+            let approval_timeout = match raw.approval_timeout.as_deref() {
+                None => Duration::from_secs(300),
+                Some(text) => crate::agents::parse_ttl(text)
+                    .map_err(|e| ConfigError(format!("{key}.approval_timeout: {e}")))?,
+            };
+            let approval_webhook = raw
+                .approval_webhook
+                .as_deref()
+                .map(|u| url(&format!("{key}.approval_webhook"), u))
+                .transpose()?;
+            let mode = match raw.mode.as_deref() {
+                None | Some("enforce") => Mode::Enforce,
+                Some("record") => Mode::Record,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "{key}.mode: {other:?} is not \"enforce\" or \"record\""
+                    )));
+                }
+            };
             endpoints.push(Endpoint {
                 name: raw.name,
                 hosts: raw.hosts,
@@ -445,6 +532,9 @@ impl RawConfig {
                 verify_signatures: raw.verify_signatures.unwrap_or(true),
                 policies,
                 limits,
+                approval_timeout,
+                approval_webhook,
+                mode,
             });
         }
 
@@ -480,7 +570,51 @@ impl RawConfig {
             });
         }
 
+        let admin = self
+            .admin
+            .map(|raw| {
+                let listen = address("admin.listen", &raw.listen)?;
+                let token = match (raw.token, raw.token_env) {
+                    (Some(token), None) => token,
+                    (None, Some(var)) => std::env::var(&var)
+                        .map_err(|_| ConfigError(format!("admin.token_env: {var} is not set")))?,
+                    _ => {
+                        return Err(ConfigError(
+                            "admin: set exactly one of token and token_env".into(),
+                        ));
+                    }
+                };
+                if token.len() < 16 {
+                    return Err(ConfigError(
+                        "admin: the token must be at least 16 characters".into(),
+                    ));
+                }
+                Ok(Admin { listen, token })
+            })
+            .transpose()?;
+        let audit = self
+            .audit
+            .map(|raw| {
+                let fail_open = match raw.on_failure.as_deref() {
+                    None | Some("deny") => false,
+                    Some("allow") => true,
+                    Some(other) => {
+                        return Err(ConfigError(format!(
+                            "audit.on_failure: {other:?} is not \"deny\" or \"allow\""
+                        )));
+                    }
+                };
+                let path = match base {
+                    Some(base) if raw.path.is_relative() => base.join(&raw.path),
+                    _ => raw.path,
+                };
+                Ok(Audit { path, fail_open })
+            })
+            .transpose()?;
+
         Ok(Config {
+            admin,
+            audit,
             listen,
             endpoint_listen,
             credentials_listen,

@@ -5,12 +5,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agents;
+pub mod approval;
+pub mod audit;
 pub mod authorize;
 pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod facet;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;

@@ -17,6 +17,8 @@ use hyper::body::Incoming;
 use sha2::Digest as _;
 
 use crate::agents::LiveAgents;
+use crate::approval::{self, Approvals, Outcome};
+use crate::audit::AuditLog;
 use crate::aws::chunked::{Chain, Resigner};
 use crate::aws::request::{Request as AwsRequest, strip_port};
 use crate::aws::scope::Scope;
@@ -24,8 +26,11 @@ use crate::aws::sigv4::{self, AGENT_SIGNATURE_HEADERS, Outgoing, SigningCredenti
 use crate::aws::sts::CredentialCache;
 use crate::aws::tables::Protocol;
 use crate::aws::{self, request::MAX_BODY};
-use crate::config::{Agent, Config, Endpoint};
-use crate::policy::{Policies, Verdict};
+use crate::config::{Agent, Config, Endpoint, Mode};
+use crate::facet::Facet;
+use crate::metrics::{Metrics, Totals};
+use crate::policy::evaluate::Limits;
+use crate::policy::{Judgement, Policies, Verdict};
 use crate::proxy::body::{self, Failure};
 use crate::proxy::errors::aws_error;
 use crate::proxy::forward::{Body, BoxError, Upstream};
@@ -53,6 +58,8 @@ pub struct Route {
     pub endpoint: Endpoint,
     pub upstream: Upstream,
     pub credentials: CredentialCache,
+    /// Where new approvals are posted (the endpoint's `approval_webhook`).
+    pub webhook: Option<(Upstream, String)>,
 }
 
 /// Everything a request needs, shared by every connection.
@@ -60,6 +67,9 @@ pub struct Pipeline {
     pub routes: Vec<Route>,
     agents: HashMap<String, Agent>,
     issued: Arc<LiveAgents>,
+    pub approvals: Arc<Approvals>,
+    audit: Option<Arc<AuditLog>>,
+    pub metrics: Metrics,
     policies: Arc<Policies>,
     request_ids: AtomicU64,
 }
@@ -95,13 +105,21 @@ struct Caller {
     secret: String,
 }
 
-/// What the record line says about a request.
+/// What the record line and the audit log say about a request.
 #[derive(Default)]
 struct Record {
     agent: String,
     summary: String,
+    service: String,
     verdict: &'static str,
     policies: String,
+    /// Kept only with an audit log.
+    facet: Option<Facet>,
+    judgement: Option<Judgement>,
+    settings: Vec<Arc<str>>,
+    limits: Option<Limits>,
+    approval: Option<Outcome>,
+    request_bytes: Option<u64>,
 }
 
 impl Pipeline {
@@ -110,6 +128,8 @@ impl Pipeline {
         routes: Vec<Route>,
         policies: Arc<Policies>,
         issued: Arc<LiveAgents>,
+        approvals: Arc<Approvals>,
+        audit: Option<Arc<AuditLog>>,
     ) -> Self {
         let agents = config
             .agents
@@ -123,8 +143,27 @@ impl Pipeline {
             routes,
             agents,
             issued,
+            approvals,
+            audit,
+            metrics: Metrics::new(),
             policies,
             request_ids: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        }
+    }
+
+    /// What the metrics read from elsewhere.
+    pub fn totals(&self) -> Totals {
+        let (reloads_applied, reloads_rejected) = self.policies.reload_counts();
+        Totals {
+            pending_approvals: self.approvals.len(),
+            sts_assume_role: self
+                .routes
+                .iter()
+                .map(|r| r.credentials.assume_count())
+                .sum(),
+            sts_cache_hits: self.routes.iter().map(|r| r.credentials.hit_count()).sum(),
+            reloads_applied,
+            reloads_rejected,
         }
     }
 
@@ -221,6 +260,18 @@ impl Pipeline {
             reason = refusal.map(|r| tracing::field::display(&r.message)),
             latency_us,
         );
+        self.metrics.request(
+            &route.endpoint.name,
+            if record.service.is_empty() {
+                "-"
+            } else {
+                &record.service
+            },
+            verdict,
+        );
+        if let Some(audit) = &self.audit {
+            audit.append(audit_record(&id, route, record, &result, latency_us));
+        }
         match result {
             Ok(response) => response,
             Err(refusal) => error_response(protocol, &refusal, &id),
@@ -254,6 +305,12 @@ impl Pipeline {
                 format!("sigward: Host {host_header:?} is not the host of the tunnel ({tunnel})"),
             ));
         }
+
+        record.request_bytes = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
 
         // How the body travels decides whether it is read now.
         let declared = parts
@@ -393,7 +450,13 @@ impl Pipeline {
                 format!("sigward: endpoint {} has no policy set", endpoint.name),
             )
         })?;
+        let judging = Instant::now();
         let judgement = set.judge(&facet);
+        self.metrics.policy_evaluation(
+            judging.elapsed(),
+            judgement.evaluations.iter().filter_map(|e| e.failure),
+        );
+        record.service.clone_from(&facet.service);
         record.policies = judgement
             .evaluations
             .iter()
@@ -401,19 +464,84 @@ impl Pipeline {
             .collect::<Vec<_>>()
             .join(",");
         record.verdict = judgement.verdict.kind();
-        match judgement.verdict {
+        let verdict = judgement.verdict.clone();
+        if self.audit.is_some() {
+            record.facet = Some(facet.clone());
+            record.settings = set
+                .entries
+                .iter()
+                .take(judgement.evaluations.len())
+                .map(|e| Arc::clone(&e.settings))
+                .collect();
+            record.limits = Some(set.limits.clone());
+            record.judgement = Some(judgement);
+        }
+        match verdict {
             Verdict::Allow => {}
+            // Record mode: the verdict is logged, not enforced.
+            _ if endpoint.mode == Mode::Record => {}
             Verdict::Deny { reason } => return Err(refuse(403, "AccessDenied", reason)),
             Verdict::Approve { approvers, prompt } => {
-                return Err(refuse(
-                    403,
-                    "AccessDenied",
-                    format!(
-                        "approval by {} is required ({prompt}); sigward cannot hold requests for approval yet",
-                        approvers.join(", ")
-                    ),
-                ));
+                let webhook = route.webhook.clone();
+                let outcome = self
+                    .approvals
+                    .wait(
+                        facet.clone(),
+                        prompt.clone(),
+                        approvers.clone(),
+                        endpoint.approval_timeout,
+                        |pending| {
+                            if let Some((client, url)) = webhook {
+                                approval::notify_webhook(client, url, pending);
+                            }
+                        },
+                    )
+                    .await;
+                record.approval = Some(outcome.clone());
+                match outcome {
+                    Outcome::Decided(decision) if decision.approved => {}
+                    Outcome::Decided(decision) => {
+                        return Err(refuse(
+                            403,
+                            "AccessDenied",
+                            format!(
+                                "denied by {}{} ({prompt})",
+                                decision.by,
+                                decision
+                                    .reason
+                                    .as_deref()
+                                    .map(|r| format!(": {r}"))
+                                    .unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    Outcome::TimedOut(after) => {
+                        return Err(refuse(
+                            403,
+                            "AccessDenied",
+                            format!(
+                                "approval timed out after {}s: nobody of {} decided ({prompt})",
+                                after.as_secs(),
+                                approvers.join(", ")
+                            ),
+                        ));
+                    }
+                }
             }
+        }
+
+        // Nothing goes out that the audit log could not record.
+        if let Some(audit) = &self.audit
+            && !audit.fail_open
+            && let Err(why) = audit.check()
+        {
+            return Err(refuse(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "sigward: {why}; requests are refused until it can be written (audit.on_failure = \"allow\" would serve on)"
+                ),
+            ));
         }
 
         // 4. credentials
@@ -463,6 +591,7 @@ impl Pipeline {
         *request.headers_mut() = outgoing.headers;
 
         // 6. forward
+        let sent = Instant::now();
         let response = route.upstream.send(request).await.map_err(|e| {
             if let Some(body_error) = failure.take() {
                 let (status, code) = body_error.code();
@@ -474,6 +603,8 @@ impl Pipeline {
                 format!("sigward: upstream {host}: {e}"),
             )
         })?;
+        self.metrics
+            .upstream(sent.elapsed(), response.status().as_u16());
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(
@@ -528,6 +659,101 @@ impl BodyMode {
             }
         })
     }
+}
+
+/// One audit log line (the writer adds `seq` and `prev`); the schema is in the README.
+fn audit_record(
+    id: &str,
+    route: &Route,
+    record: Record,
+    result: &Result<Response<Body>, Refusal>,
+    latency_us: u64,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{Value, json};
+    let mut line = serde_json::Map::new();
+    let mut put = |key: &str, value: Value| {
+        line.insert(key.into(), value);
+    };
+    put("time", json!(crate::agents::timestamp(SystemTime::now())));
+    put("request_id", json!(id));
+    put("endpoint", json!(route.endpoint.name));
+    put(
+        "mode",
+        json!(match route.endpoint.mode {
+            Mode::Enforce => "enforce",
+            Mode::Record => "record",
+        }),
+    );
+    put("agent", json!(record.agent));
+    put(
+        "facet",
+        serde_json::to_value(&record.facet).unwrap_or(Value::Null),
+    );
+    match &record.judgement {
+        Some(judgement) => {
+            put(
+                "verdict",
+                serde_json::to_value(&judgement.verdict).unwrap_or(Value::Null),
+            );
+            let evaluations: Vec<Value> = judgement
+                .evaluations
+                .iter()
+                .zip(&record.settings)
+                .map(|(evaluation, settings)| {
+                    let mut value = serde_json::to_value(evaluation).unwrap_or(Value::Null);
+                    if let Some(object) = value.as_object_mut() {
+                        object.insert("settings".into(), json!(settings.as_ref()));
+                    }
+                    value
+                })
+                .collect();
+            put("evaluations", Value::Array(evaluations));
+            put(
+                "limits",
+                serde_json::to_value(&record.limits).unwrap_or(Value::Null),
+            );
+        }
+        None => put("verdict", Value::Null),
+    }
+    put(
+        "approval",
+        match &record.approval {
+            None => Value::Null,
+            Some(Outcome::Decided(decision)) => json!({
+                "decision": if decision.approved { "approved" } else { "denied" },
+                "by": decision.by,
+                "reason": decision.reason,
+            }),
+            Some(Outcome::TimedOut(after)) => json!({
+                "decision": "timed_out",
+                "after_seconds": after.as_secs(),
+            }),
+        },
+    );
+    match result {
+        Ok(response) => {
+            put("status", json!(response.status().as_u16()));
+            put("upstream_status", json!(response.status().as_u16()));
+            put(
+                "response_bytes",
+                json!(
+                    response
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                ),
+            );
+        }
+        Err(refusal) => {
+            put("status", json!(refusal.status));
+            put("code", json!(refusal.code));
+            put("reason", json!(refusal.message));
+        }
+    }
+    put("request_bytes", json!(record.request_bytes));
+    put("latency_us", json!(latency_us));
+    line
 }
 
 fn is_sha256(text: &str) -> bool {

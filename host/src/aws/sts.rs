@@ -59,6 +59,7 @@ pub struct CredentialCache {
     partition: &'static str,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     assumed: std::sync::atomic::AtomicU64,
+    hits: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CredentialCache {
@@ -80,6 +81,7 @@ impl CredentialCache {
             partition: super::partition(region),
             slots: Mutex::default(),
             assumed: 0.into(),
+            hits: 0.into(),
         }
     }
 
@@ -141,6 +143,11 @@ impl CredentialCache {
         Ok(aws_sdk_sts::Client::from_conf(config))
     }
 
+    /// How many requests this cache served without calling STS.
+    pub fn hit_count(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many AssumeRole calls this cache has made.
     pub fn assume_count(&self) -> u64 {
         self.assumed.load(std::sync::atomic::Ordering::Relaxed)
@@ -157,6 +164,7 @@ impl CredentialCache {
             }
         };
         if let Some(credentials) = slot.fresh() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(credentials);
         }
         let _filling = slot.fill.lock().await;

@@ -23,7 +23,10 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let mut problems: Vec<String> = Vec::new();
 
-    let engine = Engine::new(config.engine_options())?;
+    // Checking writes nothing: no module store.
+    let mut options = config.engine_options();
+    options.module_store = None;
+    let engine = Engine::new(options)?;
     let mut policies = 0;
     for spec in config.endpoint_specs() {
         policies += spec.policies.len();

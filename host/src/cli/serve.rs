@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::agents::{AgentStore, LiveAgents};
+use crate::approval::Approvals;
+use crate::audit::AuditLog;
 use crate::aws::sts::CredentialCache;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Route};
@@ -61,10 +63,25 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     "verify_signatures = false: agents' signatures are NOT checked; any caller who knows an agent's key id is that agent"
                 );
             }
+            let webhook = match &endpoint.approval_webhook {
+                Some(url) => Some((
+                    Upstream::new(None, endpoint.dial_via.as_deref())
+                        .with_context(|| format!("endpoint {}", endpoint.name))?,
+                    url.clone(),
+                )),
+                None => None,
+            };
+            if endpoint.mode == crate::config::Mode::Record {
+                tracing::warn!(
+                    endpoint = %endpoint.name,
+                    "mode = \"record\": every request is allowed; policies' verdicts are only logged"
+                );
+            }
             routes.push(Route {
                 endpoint: endpoint.clone(),
                 upstream,
                 credentials,
+                webhook,
             });
         }
         let issued = Arc::new(LiveAgents::new(AgentStore::new(&config.state_dir)));
@@ -76,11 +93,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "no [[agent]] is configured and none was added with `sigward agent add`: every request will be refused"
             );
         }
+        let audit = match &config.audit {
+            Some(audit) => Some(AuditLog::open(&audit.path, audit.fail_open)?),
+            None => None,
+        };
         let pipeline = Arc::new(Pipeline::new(
             &config,
             routes,
             Arc::clone(&policies),
             Arc::clone(&issued),
+            Arc::new(Approvals::default()),
+            audit,
         ));
         let tls = Tls::new(Arc::new(LeafResolver::new(
             Arc::clone(&ca),
@@ -95,6 +118,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 tokio::net::TcpListener::bind(address)
                     .await
                     .with_context(|| format!("proxy.endpoint_listen {address}"))?,
+            ),
+            None => None,
+        };
+        let admin = match &config.admin {
+            Some(admin) => Some(
+                tokio::net::TcpListener::bind(admin.listen)
+                    .await
+                    .with_context(|| format!("admin.listen {}", admin.listen))?,
             ),
             None => None,
         };
@@ -124,6 +155,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 credentials.local_addr()?
             );
         }
+        if let Some(admin) = &admin {
+            banner += &format!("SIGWARD_ADMIN=http://{}\n", admin.local_addr()?);
+        }
         let mut out = std::io::stdout();
         if let Err(error) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
             tracing::warn!(%error, "could not print the agent settings to stdout");
@@ -136,6 +170,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "sigward is serving"
         );
 
+        if let (Some(listener), Some(admin)) = (admin, &config.admin) {
+            tokio::spawn(crate::admin::serve_admin(
+                listener,
+                Arc::new(crate::admin::Admin {
+                    token: admin.token.clone(),
+                    pipeline: Arc::clone(&pipeline),
+                }),
+            ));
+        }
         if let Some(credentials) = credentials {
             tokio::spawn(crate::proxy::credentials::serve_credentials(
                 credentials,

@@ -22,6 +22,8 @@ pub struct EngineOptions {
     pub max_memory_bytes: usize,
     /// How many evaluations can be in flight at once across all endpoints.
     pub concurrent_evaluations: u32,
+    /// Where every loaded module is kept by digest (`<digest>.wasm`) for `audit replay`.
+    pub module_store: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -29,6 +31,7 @@ impl Default for EngineOptions {
         Self {
             max_memory_bytes: 64 << 20,
             concurrent_evaluations: 256,
+            module_store: None,
         }
     }
 }
@@ -141,6 +144,17 @@ impl Engine {
                         name: name.clone(),
                         message: one_line(&e),
                     })?;
+                if let Some(store) = &self.inner.options.module_store
+                    && let Err(error) = crate::audit::store_module(store, &digest, bytes)
+                {
+                    tracing::warn!(
+                        policy = %name,
+                        %digest,
+                        store = %store.display(),
+                        %error,
+                        "could not keep the module for audit replay"
+                    );
+                }
                 self.lock_compiled()
                     .entry(digest.clone())
                     .or_insert(pre)

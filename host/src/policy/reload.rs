@@ -91,6 +91,9 @@ impl Snapshot {
 pub struct Policies {
     engine: Engine,
     current: ArcSwap<Snapshot>,
+    /// Reloads applied and rejected (for metrics).
+    applied: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Policies {
@@ -101,6 +104,8 @@ impl Policies {
         Ok(Self {
             engine,
             current: ArcSwap::from_pointee(snapshot),
+            applied: Default::default(),
+            rejected: Default::default(),
         })
     }
 
@@ -110,9 +115,19 @@ impl Policies {
         self.current.load_full()
     }
 
+    /// How many reloads were applied and how many rejected.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.applied.load(Relaxed), self.rejected.load(Relaxed))
+    }
+
     /// Build new sets from `specs` and swap them in, or leave the current ones and say why.
     pub fn reload(&self, specs: &[EndpointSpec]) -> Result<u64, ReloadError> {
-        let mut snapshot = build(&self.engine, specs)?;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut snapshot = build(&self.engine, specs).inspect_err(|_| {
+            self.rejected.fetch_add(1, Relaxed);
+        })?;
+        self.applied.fetch_add(1, Relaxed);
         // Only the reload thread writes, so reading then storing does not race.
         snapshot.generation = self.current.load().generation + 1;
         let generation = snapshot.generation;
@@ -123,7 +138,11 @@ impl Policies {
     /// [`Policies::reload`] that logs its outcome, for watchers and SIGHUP.
     pub fn reload_logged(&self, specs: Result<Vec<EndpointSpec>, String>) {
         let result = specs
-            .map_err(ReloadError::Source)
+            .map_err(|e| {
+                self.rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ReloadError::Source(e)
+            })
             .and_then(|specs| self.reload(&specs));
         match result {
             Ok(generation) => {

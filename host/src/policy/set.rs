@@ -128,7 +128,8 @@ impl PolicySet {
     }
 }
 
-fn evaluate_one(entry: &Entry, facet: &Facet, limits: &Limits) -> Evaluation {
+/// Evaluate one policy of a set in a fresh sandbox; a failure becomes a deny naming it.
+pub fn evaluate_one(entry: &Entry, facet: &Facet, limits: &Limits) -> Evaluation {
     let policy = &entry.policy;
     let (verdict, failure) = match policy.evaluate(&entry.settings, facet, limits) {
         Ok(verdict) => (verdict, None),

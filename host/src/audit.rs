@@ -1,0 +1,437 @@
+//! The audit log (`[audit] path`): one JSON line per request, each carrying the SHA-256 of
+//! the line before it (`prev`), from a genesis line with a random nonce. Editing, removing
+//! or reordering a line breaks the chain, and `sigward audit verify` names where.
+//!
+//! Requests never wait on the disk: records go through a bounded queue to a writer
+//! thread. When the queue is full or a write failed, [`AuditLog::check`] says so and the
+//! pipeline refuses new requests (fail closed), unless `on_failure = "allow"`.
+//!
+//! Every record lists the policies evaluated with their digests and settings; the engine
+//! keeps each module it loads in `<state>/policies/<digest>.wasm`, so `sigward audit
+//! replay` can evaluate every recorded facet again and compare.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead as _, BufReader, BufWriter, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use ring::rand::{SecureRandom as _, SystemRandom};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::agents::timestamp;
+use crate::facet::Facet;
+use crate::policy::evaluate::Limits;
+use crate::policy::module::{ModuleRef, PolicyDigest};
+use crate::policy::set::{Entry, evaluate_one};
+use crate::policy::{Engine, Verdict};
+
+/// How many records may wait for the writer before requests are refused.
+pub const QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("audit log {}: {message}", path.display())]
+    Damaged { path: PathBuf, message: String },
+}
+
+/// The running audit log.
+pub struct AuditLog {
+    path: PathBuf,
+    queue: SyncSender<Map<String, Value>>,
+    queued: Arc<AtomicUsize>,
+    failure: Arc<Mutex<Option<String>>>,
+    broken: Arc<AtomicBool>,
+    pub fail_open: bool,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The last complete line of `file` and how many lines it has.
+fn tail(file: &mut File, path: &Path) -> Result<Option<(String, u64)>, AuditError> {
+    let io = |error| AuditError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut last = None;
+    let mut count = 0u64;
+    let mut reader = BufReader::new(&mut *file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        if !line.ends_with('\n') {
+            return Err(AuditError::Damaged {
+                path: path.to_path_buf(),
+                message: format!(
+                    "line {} is incomplete (a crash while writing?); move the file aside to start a new log",
+                    count + 1
+                ),
+            });
+        }
+        count += 1;
+        last = Some(line.trim_end_matches('\n').to_string());
+    }
+    Ok(last.map(|l| (l, count)))
+}
+
+impl AuditLog {
+    /// Open (or create, with a genesis line) the log at `path` and start its writer.
+    pub fn open(path: &Path, fail_open: bool) -> Result<Arc<Self>, AuditError> {
+        let io = |error| AuditError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let (prev, seq) = match tail(&mut file, path)? {
+            Some((last, _)) => {
+                let record: Value =
+                    serde_json::from_str(&last).map_err(|e| AuditError::Damaged {
+                        path: path.to_path_buf(),
+                        message: format!("the last line is not JSON: {e}"),
+                    })?;
+                let seq = record["seq"].as_u64().ok_or_else(|| AuditError::Damaged {
+                    path: path.to_path_buf(),
+                    message: "the last line has no seq".into(),
+                })?;
+                (sha256_hex(last.as_bytes()), seq + 1)
+            }
+            None => {
+                let mut nonce = [0u8; 16];
+                SystemRandom::new()
+                    .fill(&mut nonce)
+                    .map_err(|_| AuditError::Damaged {
+                        path: path.to_path_buf(),
+                        message: "no random bytes for the genesis line".into(),
+                    })?;
+                let genesis = serde_json::json!({
+                    "seq": 0,
+                    "genesis": hex::encode(nonce),
+                    "time": timestamp(SystemTime::now()),
+                    "sigward": env!("CARGO_PKG_VERSION"),
+                })
+                .to_string();
+                file.write_all(format!("{genesis}\n").as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(io)?;
+                (sha256_hex(genesis.as_bytes()), 1)
+            }
+        };
+
+        let (queue, records) = sync_channel(QUEUE);
+        let log = Arc::new(AuditLog {
+            path: path.to_path_buf(),
+            queue,
+            queued: Arc::new(AtomicUsize::new(0)),
+            failure: Arc::new(Mutex::new(None)),
+            broken: Arc::new(AtomicBool::new(false)),
+            fail_open,
+        });
+        let writer = Writer {
+            file: BufWriter::new(file),
+            prev,
+            seq,
+            queued: Arc::clone(&log.queued),
+            failure: Arc::clone(&log.failure),
+            broken: Arc::clone(&log.broken),
+        };
+        std::thread::Builder::new()
+            .name("sigward-audit".into())
+            .spawn(move || writer.run(records))
+            .map_err(io)?;
+        Ok(log)
+    }
+
+    /// Why the log cannot take more records right now, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.broken.load(Ordering::Acquire) {
+            let failure = self
+                .failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            return Err(format!(
+                "the audit log {} cannot be written: {failure}",
+                self.path.display()
+            ));
+        }
+        if self.queued.load(Ordering::Acquire) >= QUEUE {
+            return Err(format!(
+                "the audit log {} is {QUEUE} records behind (a slow disk?)",
+                self.path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queue one record (the writer adds `seq` and `prev`). Never blocks.
+    pub fn append(&self, record: Map<String, Value>) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(error) = self.queue.try_send(record) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            let why = match error {
+                TrySendError::Full(_) => "the queue is full",
+                TrySendError::Disconnected(_) => "the writer stopped",
+            };
+            tracing::error!(target: "sigward::audit", path = %self.path.display(), "a record was lost: {why}");
+        }
+    }
+}
+
+struct Writer {
+    file: BufWriter<File>,
+    prev: String,
+    seq: u64,
+    queued: Arc<AtomicUsize>,
+    failure: Arc<Mutex<Option<String>>>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self, records: Receiver<Map<String, Value>>) {
+        while let Ok(first) = records.recv() {
+            let mut batch = vec![first];
+            batch.extend(records.try_iter());
+            let count = batch.len();
+            let result = batch
+                .into_iter()
+                .try_for_each(|record| self.write(record))
+                .and_then(|()| self.file.flush());
+            self.queued.fetch_sub(count, Ordering::AcqRel);
+            if let Err(error) = result {
+                tracing::error!(target: "sigward::audit", %error, "audit log write failed");
+                *self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
+                self.broken.store(true, Ordering::Release);
+                // The chain cannot continue past a line that may be half written.
+                return;
+            }
+        }
+    }
+
+    fn write(&mut self, record: Map<String, Value>) -> std::io::Result<()> {
+        let mut line = Map::with_capacity(record.len() + 2);
+        line.insert("seq".into(), self.seq.into());
+        line.extend(record);
+        line.insert("prev".into(), Value::String(self.prev.clone()));
+        let text = Value::Object(line).to_string();
+        self.file.write_all(text.as_bytes())?;
+        self.file.write_all(b"\n")?;
+        self.prev = sha256_hex(text.as_bytes());
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+/// What `audit verify` found in an intact log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intact {
+    pub lines: u64,
+    /// The hash of the newest line: keep it elsewhere to detect a rewritten tail later.
+    pub head: String,
+}
+
+/// Check the chain of the log at `path`; the error names the first bad line (1-based).
+pub fn verify(path: &Path) -> Result<Intact, AuditError> {
+    let damaged = |message: String| AuditError::Damaged {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|error| AuditError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    let mut prev_hash: Option<String> = None;
+    let mut prev_seq = 0u64;
+    let mut lines = 0u64;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let number = index as u64 + 1;
+        let Some(line) = line.strip_suffix('\n') else {
+            return Err(damaged(format!("line {number} is incomplete")));
+        };
+        let record: Value = serde_json::from_str(line)
+            .map_err(|e| damaged(format!("line {number} is not JSON ({e}): it was altered")))?;
+        let seq = record["seq"]
+            .as_u64()
+            .ok_or_else(|| damaged(format!("line {number} has no seq: it was altered")))?;
+        match &prev_hash {
+            None => {
+                if seq != 0 || record.get("genesis").is_none() {
+                    return Err(damaged(
+                        "line 1 is not the genesis line (seq 0): the log's start was removed or altered"
+                            .into(),
+                    ));
+                }
+            }
+            Some(expected) => {
+                if seq != prev_seq + 1 {
+                    return Err(damaged(if seq > prev_seq + 1 {
+                        format!(
+                            "line {number} has seq {seq} after seq {prev_seq}: {} line(s) were removed before it",
+                            seq - prev_seq - 1
+                        )
+                    } else {
+                        format!(
+                            "line {number} has seq {seq} after seq {prev_seq}: lines were reordered or repeated"
+                        )
+                    }));
+                }
+                if record["prev"].as_str() != Some(expected.as_str()) {
+                    return Err(damaged(format!(
+                        "line {} was altered: line {number}'s prev is not its hash",
+                        number - 1
+                    )));
+                }
+            }
+        }
+        prev_hash = Some(sha256_hex(line.as_bytes()));
+        prev_seq = seq;
+        lines = number;
+    }
+    let head = prev_hash.ok_or_else(|| damaged("the log is empty (no genesis line)".into()))?;
+    Ok(Intact { lines, head })
+}
+
+/// A recorded verdict that replay did not reproduce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub line: u64,
+    pub policy: String,
+    pub recorded: String,
+    pub replayed: String,
+}
+
+/// What replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub records: u64,
+    pub evaluations: u64,
+    pub differences: Vec<Difference>,
+}
+
+/// Evaluate every recorded facet again with the recorded modules (from `store`, by
+/// digest), settings and limits, and compare each policy's verdict.
+pub fn replay(path: &Path, engine: &Engine, store: &Path) -> Result<Replayed, AuditError> {
+    let damaged = |message: String| AuditError::Damaged {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(|error| AuditError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut loaded = HashMap::new();
+    let mut result = Replayed::default();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let number = index as u64 + 1;
+        let line = line.map_err(|error| AuditError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let record: Value = serde_json::from_str(&line)
+            .map_err(|e| damaged(format!("line {number} is not JSON: {e}")))?;
+        let (Some(facet), Some(evaluations)) = (
+            record.get("facet").filter(|f| !f.is_null()),
+            record["evaluations"].as_array(),
+        ) else {
+            continue;
+        };
+        let facet: Facet = serde_json::from_value(facet.clone())
+            .map_err(|e| damaged(format!("line {number}: facet: {e}")))?;
+        let limits: Limits = serde_json::from_value(record["limits"].clone())
+            .map_err(|e| damaged(format!("line {number}: limits: {e}")))?;
+        result.records += 1;
+        for evaluation in evaluations {
+            let policy = evaluation["policy"].as_str().unwrap_or("?").to_string();
+            let digest = evaluation["digest"].as_str().unwrap_or_default();
+            let settings: Arc<str> = evaluation["settings"].as_str().unwrap_or("{}").into();
+            let recorded: Verdict = serde_json::from_value(evaluation.clone())
+                .map_err(|e| damaged(format!("line {number}: {policy}'s verdict: {e}")))?;
+            let module = match loaded.get(digest) {
+                Some(module) => Arc::clone(module),
+                None => {
+                    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+                    let file = store.join(format!("{hex}.wasm"));
+                    let bytes = std::fs::read(&file).map_err(|e| {
+                        damaged(format!(
+                            "line {number}: {policy} ({digest}) is not in the module store: {}: {e}",
+                            file.display()
+                        ))
+                    })?;
+                    // Named as recorded, so that failure reasons read the same.
+                    let source = ModuleRef::File(PathBuf::from(format!("{policy}.wasm")));
+                    let module = engine
+                        .load_bytes(source, &bytes)
+                        .map_err(|e| damaged(format!("line {number}: {policy} ({digest}): {e}")))?;
+                    if module.digest.to_string() != digest {
+                        return Err(damaged(format!(
+                            "{}: its digest is {}, not {digest}",
+                            file.display(),
+                            module.digest
+                        )));
+                    }
+                    loaded.insert(digest.to_string(), Arc::clone(&module));
+                    module
+                }
+            };
+            let entry = Entry {
+                policy: module,
+                settings,
+            };
+            let replayed = evaluate_one(&entry, &facet, &limits).verdict;
+            result.evaluations += 1;
+            if replayed != recorded {
+                result.differences.push(Difference {
+                    line: number,
+                    policy,
+                    recorded: serde_json::to_string(&recorded).unwrap_or_default(),
+                    replayed: serde_json::to_string(&replayed).unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Keep a module's bytes in the content-addressed store, once.
+pub fn store_module(store: &Path, digest: &PolicyDigest, bytes: &[u8]) -> std::io::Result<()> {
+    let name = digest.to_string();
+    let hex = name.strip_prefix("sha256:").unwrap_or(&name);
+    let file = store.join(format!("{hex}.wasm"));
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(store)?;
+    let temporary = store.join(format!(".{hex}.tmp"));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, &file)
+}
