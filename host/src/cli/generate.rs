@@ -184,10 +184,10 @@ mod tests {
         assert_eq!(
             document["Statement"],
             json!([
-                {"Sid": "Observeds31", "Effect": "Allow", "Action": ["s3:GetObject"],
-                 "Resource": ["arn:aws:s3:::b/k1", "arn:aws:s3:::b/k2"]},
-                {"Sid": "Observeds32", "Effect": "Allow", "Action": ["s3:ListBucket"],
+                {"Sid": "Observeds31", "Effect": "Allow", "Action": ["s3:ListBucket"],
                  "Resource": ["arn:aws:s3:::b"]},
+                {"Sid": "Observeds32", "Effect": "Allow", "Action": ["s3:GetObject"],
+                 "Resource": ["arn:aws:s3:::b/k1", "arn:aws:s3:::b/k2"]},
                 {"Sid": "Observedsts1", "Effect": "Allow", "Action": ["sts:GetCallerIdentity"],
                  "Resource": ["*"]},
             ])
