@@ -296,7 +296,7 @@ pub fn verify(path: &Path) -> Result<Intact, AuditError> {
                 if seq != prev_seq + 1 {
                     return Err(damaged(if seq > prev_seq + 1 {
                         format!(
-                            "line {number} has seq {seq} after seq {prev_seq}: {} line(s) were removed before it",
+                            "line {number} has seq {seq} after seq {prev_seq}: {} line(s) before it were removed or moved",
                             seq - prev_seq - 1
                         )
                     } else {
@@ -374,7 +374,12 @@ pub fn replay(path: &Path, engine: &Engine, store: &Path) -> Result<Replayed, Au
             let policy = evaluation["policy"].as_str().unwrap_or("?").to_string();
             let digest = evaluation["digest"].as_str().unwrap_or_default();
             let settings: Arc<str> = evaluation["settings"].as_str().unwrap_or("{}").into();
-            let recorded: Verdict = serde_json::from_value(evaluation.clone())
+            // The verdict's own fields, without the evaluation's (policy, digest, …).
+            let verdict_fields: Map<String, Value> = ["verdict", "reason", "approvers", "prompt"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_string(), evaluation.get(k)?.clone())))
+                .collect();
+            let recorded: Verdict = serde_json::from_value(Value::Object(verdict_fields))
                 .map_err(|e| damaged(format!("line {number}: {policy}'s verdict: {e}")))?;
             let module = match loaded.get(digest) {
                 Some(module) => Arc::clone(module),

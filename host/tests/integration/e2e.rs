@@ -120,6 +120,8 @@ pub struct Sigward {
     pub proxy: String,
     pub ca: PathBuf,
     pub endpoint_url: Option<String>,
+    /// The admin listener's URL, with `[admin]`.
+    pub admin: Option<String>,
     pub log: PathBuf,
 }
 
@@ -139,10 +141,11 @@ impl Sigward {
         let stdout = child.stdout.take().expect("stdout");
         let process = Process(child);
         let mut lines = BufReader::new(stdout).lines();
-        let (mut proxy, mut ca, mut endpoint_url) = (None, None, None);
+        let (mut proxy, mut ca, mut endpoint_url, mut admin) = (None, None, None, None);
         while ca.is_none()
             || proxy.is_none()
             || (config.contains("endpoint_listen") && endpoint_url.is_none())
+            || (config.contains("[admin]") && admin.is_none())
         {
             let Some(Ok(line)) = lines.next() else {
                 panic!(
@@ -156,6 +159,8 @@ impl Sigward {
                 ca = Some(PathBuf::from(v));
             } else if let Some(v) = line.strip_prefix("AWS_ENDPOINT_URL=") {
                 endpoint_url = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("SIGWARD_ADMIN=") {
+                admin = Some(v.to_string());
             }
         }
         Sigward {
@@ -163,6 +168,7 @@ impl Sigward {
             proxy: proxy.expect("HTTPS_PROXY line"),
             ca: ca.expect("AWS_CA_BUNDLE line"),
             endpoint_url,
+            admin,
             log,
         }
     }
@@ -273,6 +279,17 @@ impl Agent {
             .args(args)
             .output()
             .expect("run aws")
+    }
+
+    /// `aws --profile PROFILE ARGS…`, started and left running (it may wait for a human).
+    pub fn aws_spawn(&self, profile: &str, args: &[&str]) -> std::process::Child {
+        self.command("aws")
+            .args(["--profile", profile, "--cli-read-timeout", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aws")
     }
 
     /// Run a boto3 script (`profile` is in its environment as AWS_PROFILE).

@@ -1,6 +1,7 @@
 //! Integration tests of the sigward binary and library, against real policy components
 //! compiled from `policies/` by the host's build script. One binary, one module per area.
 
+mod approvals;
 mod authorizer;
 mod cli;
 mod delivery;
