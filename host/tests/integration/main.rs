@@ -3,6 +3,7 @@
 
 mod approvals;
 mod authorizer;
+mod browser;
 mod cli;
 mod delivery;
 mod e2e;
