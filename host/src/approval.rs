@@ -206,6 +206,42 @@ mod tests {
         }
     }
 
+    /// A thousand requests wait at once on one thread: waiting costs no thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn many_wait_at_once_on_one_thread() {
+        let approvals = std::sync::Arc::new(Approvals::default());
+        let waiters: Vec<_> = (0..1000)
+            .map(|_| {
+                let approvals = std::sync::Arc::clone(&approvals);
+                tokio::spawn(async move {
+                    approvals
+                        .wait(facet(), "p".into(), vec![], Duration::from_secs(60), |_| {})
+                        .await
+                })
+            })
+            .collect();
+        while approvals.len() < 1000 {
+            tokio::task::yield_now().await;
+        }
+        for pending in approvals.list() {
+            let decision = Decision {
+                approved: false,
+                by: "bulk".into(),
+                reason: None,
+            };
+            assert!(approvals.decide(&pending.id, decision).is_some());
+        }
+        for waiter in waiters {
+            assert!(matches!(
+                waiter.await.expect("join"),
+                Outcome::Decided(Decision {
+                    approved: false,
+                    ..
+                })
+            ));
+        }
+    }
+
     #[tokio::test]
     async fn decided_timed_out_and_abandoned() {
         let approvals = std::sync::Arc::new(Approvals::default());

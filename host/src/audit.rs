@@ -141,6 +141,21 @@ impl AuditLog {
             }
         };
 
+        Self::start(path, file, prev, seq, fail_open)
+    }
+
+    /// Start the writer on an open log whose newest line hashes to `prev`.
+    fn start(
+        path: &Path,
+        file: File,
+        prev: String,
+        seq: u64,
+        fail_open: bool,
+    ) -> Result<Arc<Self>, AuditError> {
+        let io = |error| AuditError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
         let (queue, records) = sync_channel(QUEUE);
         let log = Arc::new(AuditLog {
             path: path.to_path_buf(),
@@ -439,4 +454,61 @@ pub fn store_module(store: &Path, digest: &PolicyDigest, bytes: &[u8]) -> std::i
     let temporary = store.join(format!(".{hex}.tmp"));
     std::fs::write(&temporary, bytes)?;
     std::fs::rename(&temporary, &file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("n".into(), n.into());
+        map
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_says_so() {
+        // A real device that is always full: every write fails with ENOSPC.
+        let full = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let log =
+            AuditLog::start(Path::new("/dev/full"), full, "0".repeat(64), 1, false).expect("start");
+        assert_eq!(log.check(), Ok(()));
+        log.append(record(1));
+        let failed = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            log.check().is_err()
+        });
+        assert!(failed, "the failure was not noticed");
+        let why = log.check().expect_err("broken");
+        assert!(
+            why.contains("cannot be written") && why.contains("No space left"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_log_continues_its_chain_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        for n in 0..2 {
+            let log = AuditLog::open(&path, false).expect("open");
+            log.append(record(n));
+            log.append(record(n + 10));
+            while log.queued.load(Ordering::Acquire) > 0 {
+                std::thread::yield_now();
+            }
+        }
+        let intact = verify(&path).expect("intact");
+        assert_eq!(intact.lines, 5, "genesis and four records");
+        // A partial last line (a crash mid-write) is refused, not continued.
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(b"{\"seq\":5").expect("write");
+        assert!(matches!(
+            AuditLog::open(&path, false).err(),
+            Some(AuditError::Damaged { .. })
+        ));
+    }
 }

@@ -613,3 +613,45 @@ fn approval_timeout_and_record_mode() {
     // Forwarded: moto answered (404, no such secret).
     assert!(record["upstream_status"].is_u64(), "{record}");
 }
+
+/// An audit log that cannot be written stops requests (fail closed), with the reason.
+/// The disk "fills up" through a file-size limit on the sigward process (SIGXFSZ
+/// ignored, so writes fail with EFBIG), the genesis line and the first record fitting.
+#[test]
+fn an_unwritable_audit_log_refuses_requests() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let moto = Moto::start(&venv, dir.path(), &["111111111111"]);
+    let audit_path = dir.path().join("audit.jsonl");
+    let text = approval_config(
+        dir.path(),
+        &moto,
+        r#"{ module = "builtin:no-secrets" }"#,
+        "",
+        &format!("\n[audit]\npath = \"{}\"\n", audit_path.display()),
+    );
+    // The CA files are written first; 8 KiB leaves room for them, the genesis line and
+    // a record or two, not for many.
+    let sigward = Sigward::start_in_shell(dir.path(), &text, "trap '' XFSZ\nulimit -f 16");
+    let agent = Agent::new(&venv, dir.path(), &sigward, AGENT_SECRET);
+    let mut refusal = None;
+    for _ in 0..20 {
+        let output = agent.aws("prod", &["sts", "get-caller-identity"]);
+        if !output.status.success() {
+            refusal = Some(String::from_utf8_lossy(&output.stderr).into_owned());
+            break;
+        }
+    }
+    let refusal = refusal.expect("requests went on while the audit log could not be written");
+    assert!(
+        refusal.contains("ServiceUnavailable") && refusal.contains("cannot be written"),
+        "{refusal}"
+    );
+    // What the log holds is still a valid chain.
+    let verified = sigward_cli(&["audit", "verify", audit_path.to_str().expect("utf-8")]);
+    assert!(
+        verified.status.success()
+            || String::from_utf8_lossy(&verified.stdout).contains("incomplete"),
+        "{verified:?}"
+    );
+}

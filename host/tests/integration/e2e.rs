@@ -127,11 +127,18 @@ pub struct Sigward {
 
 impl Sigward {
     pub fn start(dir: &Path, config: &str) -> Sigward {
+        Self::start_in_shell(dir, config, "")
+    }
+
+    /// [`Sigward::start`] with `shell` run first in the same process (`ulimit …`).
+    pub fn start_in_shell(dir: &Path, config: &str, shell: &str) -> Sigward {
         let path = dir.join("sigward.toml");
         std::fs::write(&path, config).expect("write config");
         let log = dir.join("sigward.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigward"))
-            .args(["serve", "--config"])
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{shell}\nexec \"$0\" serve --config \"$1\""))
+            .arg(env!("CARGO_BIN_EXE_sigward"))
             .arg(&path)
             .env("SIGWARD_LOG", "sigward=info")
             .stdout(Stdio::piped())
