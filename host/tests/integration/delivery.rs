@@ -318,18 +318,18 @@ except urllib.error.HTTPError as e:
             > seen),
         "the presigned call did not reach moto: {out}"
     );
-    // Policies still judge: an S3 write needs approval under read-only.
-    let write = agent_shell(
+    // Policies still judge an issued key's calls, naming its agent's account.
+    let secret = agent_shell(
         &venv,
         &refs(&ecs("prod")),
         "aws",
-        &["s3", "mb", "s3://bot-bucket"],
+        &["secretsmanager", "get-secret-value", "--secret-id", "db"],
     );
     fails_with(
-        &write,
+        &secret,
         "AccessDenied",
-        "approval by oncall",
-        "s3 mb via ECS",
+        "denied by policy no-secrets: secretsmanager:GetSecretValue in account prod (111111111111)",
+        "get-secret-value via ECS",
     );
 
     // The endpoint itself: the right token gets a key, a wrong or missing one a 403.
