@@ -225,6 +225,31 @@ impl Pipeline {
         })
     }
 
+    /// Hold a request for a human (telling the endpoint's webhook) until it is decided or
+    /// the endpoint's approval timeout passes.
+    async fn hold(
+        &self,
+        route: &Route,
+        facet: &Facet,
+        approvers: &[String],
+        prompt: &str,
+    ) -> Outcome {
+        let webhook = route.webhook.clone();
+        self.approvals
+            .wait(
+                facet.clone(),
+                prompt.to_string(),
+                approvers.to_vec(),
+                route.endpoint.approval_timeout,
+                |pending| {
+                    if let Some((client, url)) = webhook {
+                        approval::notify_webhook(client, url, pending);
+                    }
+                },
+            )
+            .await
+    }
+
     /// Handle one request; always answers.
     pub async fn handle(&self, request: Request<Incoming>, arrival: &Arrival) -> Response<Body> {
         let started = Instant::now();
@@ -482,50 +507,10 @@ impl Pipeline {
             _ if endpoint.mode == Mode::Record => {}
             Verdict::Deny { reason } => return Err(refuse(403, "AccessDenied", reason)),
             Verdict::Approve { approvers, prompt } => {
-                let webhook = route.webhook.clone();
-                let outcome = self
-                    .approvals
-                    .wait(
-                        facet.clone(),
-                        prompt.clone(),
-                        approvers.clone(),
-                        endpoint.approval_timeout,
-                        |pending| {
-                            if let Some((client, url)) = webhook {
-                                approval::notify_webhook(client, url, pending);
-                            }
-                        },
-                    )
-                    .await;
+                let outcome = self.hold(route, &facet, &approvers, &prompt).await;
                 record.approval = Some(outcome.clone());
-                match outcome {
-                    Outcome::Decided(decision) if decision.approved => {}
-                    Outcome::Decided(decision) => {
-                        return Err(refuse(
-                            403,
-                            "AccessDenied",
-                            format!(
-                                "denied by {}{} ({prompt})",
-                                decision.by,
-                                decision
-                                    .reason
-                                    .as_deref()
-                                    .map(|r| format!(": {r}"))
-                                    .unwrap_or_default()
-                            ),
-                        ));
-                    }
-                    Outcome::TimedOut(after) => {
-                        return Err(refuse(
-                            403,
-                            "AccessDenied",
-                            format!(
-                                "approval timed out after {}s: nobody of {} decided ({prompt})",
-                                after.as_secs(),
-                                approvers.join(", ")
-                            ),
-                        ));
-                    }
+                if let Some(refusal) = approval_refusal(&outcome, &approvers, &prompt) {
+                    return Err(refusal);
                 }
             }
         }
@@ -611,6 +596,35 @@ impl Pipeline {
             parts,
             body.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
         ))
+    }
+}
+
+/// The refusal an approval's outcome means, if it means one.
+fn approval_refusal(outcome: &Outcome, approvers: &[String], prompt: &str) -> Option<Refusal> {
+    match outcome {
+        Outcome::Decided(decision) if decision.approved => None,
+        Outcome::Decided(decision) => Some(refuse(
+            403,
+            "AccessDenied",
+            format!(
+                "denied by {}{} ({prompt})",
+                decision.by,
+                decision
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        )),
+        Outcome::TimedOut(after) => Some(refuse(
+            403,
+            "AccessDenied",
+            format!(
+                "approval timed out after {}s: nobody of {} decided ({prompt})",
+                after.as_secs(),
+                approvers.join(", ")
+            ),
+        )),
     }
 }
 
