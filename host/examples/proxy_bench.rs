@@ -13,7 +13,6 @@
 //!
 //! `proxy_bench SIGWARD_BIN [MITMDUMP_BIN] [--seconds N] [--connections N]`
 
-
 /// The same allocator as the sigward binary, so the floors are built like it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

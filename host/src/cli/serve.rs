@@ -121,6 +121,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
+        if let Some(admin) = &config.admin
+            && !admin.listen.ip().is_loopback()
+        {
+            tracing::warn!(
+                listen = %admin.listen,
+                "admin.listen is not a loopback address: the admin token and approvals travel in plain HTTP"
+            );
+        }
         let admin = match &config.admin {
             Some(admin) => Some(
                 tokio::net::TcpListener::bind(admin.listen)
