@@ -659,6 +659,8 @@ region = "us-east-1"
 credential = "base"
 accounts = ["111111111111=prod", "222222222222=staging"]
 upstream = "http://127.0.0.1:5000"
+approval_timeout = "90s"
+approval_webhook = "https://hooks.example.com/sigward"
 policies = [
   { module = "builtin:read-only", settings = { approvers = ["oncall"] } },
   { module = "builtin:no-secrets" },
@@ -669,6 +671,13 @@ policies = [
 name = "claude"
 access_key_ids = ["AKIA111111111111XXXX", "AKIA222222222222XXXX"]
 secret_access_key = "agent-secret"
+
+[admin]
+listen = "127.0.0.1:8081"
+token = "admin-secret-token"
+
+[audit]
+path = "audit/sigward.jsonl"
 "#;
 
     #[test]
@@ -677,7 +686,9 @@ secret_access_key = "agent-secret"
         let shown = format!("{config:?}");
         assert!(shown.contains("AKIAEXAMPLEBASEKEY00") && shown.contains("claude"));
         assert!(
-            !shown.contains("base-secret") && !shown.contains("agent-secret"),
+            !shown.contains("base-secret")
+                && !shown.contains("agent-secret")
+                && !shown.contains("admin-secret"),
             "{shown}"
         );
     }
@@ -691,7 +702,17 @@ secret_access_key = "agent-secret"
             Some("127.0.0.1:8443".parse().expect("addr"))
         );
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/sigward"));
+        let admin = config.admin.as_ref().expect("[admin]");
+        assert_eq!(admin.listen, "127.0.0.1:8081".parse().expect("addr"));
+        let audit = config.audit.as_ref().expect("[audit]");
+        assert_eq!(
+            audit.path,
+            PathBuf::from("/etc/sigward/audit/sigward.jsonl")
+        );
+        assert!(!audit.fail_open, "fail closed by default");
         let endpoint = &config.endpoints[0];
+        assert_eq!(endpoint.approval_timeout, Duration::from_secs(90));
+        assert_eq!(endpoint.mode, Mode::Enforce);
         assert!(endpoint.verify_signatures, "on by default");
         assert_eq!(endpoint.upstream.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(
@@ -746,6 +767,38 @@ secret_access_key = "agent-secret"
             (
                 "[[agent]]\nname = \"a\"\naccess_key_ids = [\"AKIA111111111111XXXX\"]\nsecret_access_key = \"s\"\n[[agent]]\nname = \"b\"\naccess_key_ids = [\"AKIA111111111111XXXX\"]\nsecret_access_key = \"s\"",
                 "agent[1] (b).access_key_ids: AKIA111111111111XXXX is also another agent's",
+            ),
+            (
+                "[proxy]\ncredentials_listen = \"0.0.0.0:8082\"",
+                "proxy.credentials_listen: 0.0.0.0:8082 is not a loopback address",
+            ),
+            (
+                "[admin]\nlisten = \"127.0.0.1:1\"",
+                "admin: set exactly one of token and token_env",
+            ),
+            (
+                "[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"short\"",
+                "admin: the token must be at least 16 characters",
+            ),
+            (
+                "[admin]\nlisten = \"127.0.0.1:1\"\ntoken_env = \"SIGWARD_TEST_UNSET_VARIABLE\"",
+                "admin.token_env: SIGWARD_TEST_UNSET_VARIABLE is not set",
+            ),
+            (
+                "[audit]\npath = \"a.jsonl\"\non_failure = \"ignore\"",
+                "audit.on_failure: \"ignore\" is not \"deny\" or \"allow\"",
+            ),
+            (
+                "[credential.b]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"b\"\nmode = \"watch\"",
+                "endpoint[0] (e).mode: \"watch\" is not \"enforce\" or \"record\"",
+            ),
+            (
+                "[credential.b]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"b\"\napproval_timeout = \"soon\"",
+                "endpoint[0] (e).approval_timeout: \"soon\" is not a lifetime",
+            ),
+            (
+                "[credential.b]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"b\"\napproval_webhook = \"hooks.example\"",
+                "endpoint[0] (e).approval_webhook: \"hooks.example\" is not an http:// or https:// URL",
             ),
         ];
         for (text, expected) in cases {
