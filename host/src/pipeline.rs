@@ -1,6 +1,11 @@
 //! One request's path through sigward, in order:
 //! authenticate → understand → judge → credentials → re-sign → forward → record.
 //!
+//! - authenticate: a config agent's key, or a key sigward issued ([`crate::agents`]);
+//! - judge: the endpoint's policies; an approve verdict waits here for a human
+//!   ([`crate::approval`]), and nothing goes on that the audit log could not record;
+//! - record: the log line, the metrics and the audit log line ([`crate::audit`]).
+//!
 //! Every refusal is an AWS-shaped error in the protocol the agent speaks, and nothing is
 //! forwarded unless every stage said yes: a request is never sent with the agent's own
 //! signature, unsigned, or with a body that did not verify.
