@@ -52,6 +52,24 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     {
         problems.push(format!("state.dir: {e}"));
     }
+    if let Some(audit) = &config.audit {
+        let path = &audit.path;
+        let problem = if path.exists() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .err()
+                .map(|e| format!("cannot be appended to: {e}"))
+        } else {
+            match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(dir) if !dir.is_dir() => Some(format!("{} does not exist", dir.display())),
+                _ => None,
+            }
+        };
+        if let Some(problem) = problem {
+            problems.push(format!("audit.path: {}: {problem}", path.display()));
+        }
+    }
     let issued = match AgentStore::new(&config.state_dir).load() {
         Ok(agents) => agents
             .records()

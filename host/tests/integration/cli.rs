@@ -351,6 +351,18 @@ fn check_reports_each_problem_with_its_key() {
             .any(|l| l.starts_with("state.dir: ") && l.contains("ca")),
         "{stdout}"
     );
+    // An audit log in a folder that does not exist.
+    write(&format!(
+        "{}[audit]\npath = \"{}/no/such/folder/audit.jsonl\"\n",
+        endpoint(r#"{ module = "builtin:read-only" }"#),
+        dir.path().display()
+    ));
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("audit.path: ") && stdout.contains("does not exist"),
+        "{stdout}"
+    );
     std::fs::remove_file(dir.path().join("agents.json")).expect("remove");
     std::fs::remove_file(dir.path().join("ca.pem")).expect("remove");
 
