@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::approval::Decision;
 use crate::pipeline::Pipeline;
-use crate::proxy::forward::Body;
+use crate::proxy::forward::{Body, response};
 use crate::proxy::listener::serve_plain;
 
 /// What the admin listener serves.
@@ -52,12 +52,7 @@ fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()).map_err(|n| match n {}).boxed());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type),
-    );
+    let mut response = response(status, content_type, body);
     response.headers_mut().insert(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::pipeline::{MAX_BUFFERED, host_matches};
 use crate::policy::{Policies, Verdict};
 use crate::proxy::errors::aws_error;
-use crate::proxy::forward::Body;
+use crate::proxy::forward::{Body, response};
 use crate::proxy::listener::serve_plain;
 
 /// What the authorizer decided about one request.
@@ -235,31 +235,20 @@ async fn check(
         },
     };
     if decision.allowed() {
-        let mut response = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
+        let mut response = response(StatusCode::OK, "text/plain", Bytes::new());
         response
             .headers_mut()
             .insert("x-sigward-verdict", HeaderValue::from_static("allow"));
         return response;
     }
-    let error = aws_error(
+    aws_error(
         decision.protocol,
         decision.status,
         decision.code,
         &decision.message,
         "sigward-authorize",
-    );
-    let mut response = Response::new(
-        Full::new(Bytes::from(error.body))
-            .map_err(|n| match n {})
-            .boxed(),
-    );
-    *response.status_mut() = StatusCode::from_u16(error.status).unwrap_or(StatusCode::FORBIDDEN);
-    for (name, value) in error.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    response
+    )
+    .into_response()
 }
 
 /// The `external_acl_type` format [`squid_line`] reads.

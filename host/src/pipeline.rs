@@ -952,41 +952,19 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 fn error_response(protocol: Protocol, refusal: &Refusal, request_id: &str) -> Response<Body> {
-    let error = aws_error(
+    aws_error(
         protocol,
         refusal.status,
         refusal.code,
         &refusal.message,
         request_id,
-    );
-    let mut response = Response::new(
-        Full::new(Bytes::from(error.body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() =
-        StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in error.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    response
+    )
+    .into_response()
 }
 
 /// A plain refusal for a proxy-level problem (a CONNECT to a host not intercepted).
 pub fn plain_response(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(format!("{message}\n")))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
-    response
+    crate::proxy::forward::response(status, "text/plain", format!("{message}\n"))
 }
 
 #[cfg(test)]

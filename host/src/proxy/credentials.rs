@@ -7,16 +7,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
 use crate::agents::{Agents, LiveAgents, timestamp};
 use crate::aws::account::AccountId;
-use crate::proxy::forward::Body;
+use crate::proxy::forward::{Body, response};
 use crate::proxy::listener::serve_plain;
 
 /// Accept credential requests until the process ends.
@@ -112,15 +110,5 @@ fn token_matches(agents: &Agents, name: &str, presented: &[u8]) -> bool {
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    response(status, "application/json", body.to_string())
 }

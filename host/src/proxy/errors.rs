@@ -13,6 +13,24 @@ pub struct ErrorResponse {
     pub body: Vec<u8>,
 }
 
+impl ErrorResponse {
+    /// As an HTTP response (headers that are not valid values are left out).
+    pub fn into_response(self) -> http::Response<crate::proxy::forward::Body> {
+        let mut response = crate::proxy::forward::response(
+            http::StatusCode::from_u16(self.status)
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+            "text/plain",
+            self.body,
+        );
+        for (name, value) in self.headers {
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
+    }
+}
+
 /// Build the refusal for a request in `protocol`.
 pub fn aws_error(
     protocol: Protocol,

@@ -26,6 +26,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body sigward sends, either way.
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// A response with a whole body: sigward's own answers (refusals, the local listeners).
+pub fn response(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> http::Response<Body> {
+    let mut response = http::Response::new(
+        http_body_util::Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where an endpoint's requests go and how they get there.

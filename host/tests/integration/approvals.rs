@@ -4,18 +4,18 @@
 //! `browser.rs`) a real Chromium.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::e2e::{AGENT_SECRET, Agent, Moto, Sigward, config, ok, venv};
-use crate::support::eventually;
+use crate::support::{self, eventually, http};
 
 pub const TOKEN: &str = "admin-token-for-the-tests";
 
-/// A raw HTTP request to the admin listener: (status, body).
+/// A request to the admin listener: (status, body).
 pub fn admin(
     url: &str,
     method: &str,
@@ -23,27 +23,14 @@ pub fn admin(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let address = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).expect("connect to the admin listener");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    http(
+        url.trim_start_matches("http://"),
+        method,
+        path,
+        &format!("{auth}Content-Type: application/json\r\n"),
+        body,
     )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The one pending approval whose prompt names `action`, once it appears.
@@ -69,11 +56,7 @@ fn finish(child: Child, what: &str) -> Output {
 }
 
 fn refused(output: &Output, detail: &str, what: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains("AccessDenied") && stderr.contains(detail),
-        "{what}: expected AccessDenied ({detail}): {stderr}"
-    );
+    support::refused(output, "AccessDenied", detail, what);
 }
 
 /// A webhook receiver: every body posted to it.

@@ -3,10 +3,10 @@
 //!   these machines (no Debian or PyPI package), so the real aws CLI sends its requests
 //!   straight to the authorizer, exactly as Envoy forwards them (method, path, headers,
 //!   body); a refusal's body is what Envoy would hand back, and the CLI shows it.
-//! - `sigward squid-helper`: recorded helper lines, then a real Squid (Debian's package,
+//! - `sigward squid-helper`: helper lines as Squid writes them, then a real Squid (Debian's package,
 //!   installed by scripts/system-packages) in front of moto, with the aws CLI behind it.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::e2e::{Moto, Process, clean_aws_env, config, free_port, ok, venv};
-use crate::support::eventually;
+use crate::support::{eventually, http_exchange, refused};
 
 const POLICIES: &str = r#"{ module = "builtin:read-only" }, { module = "builtin:no-secrets" }"#;
 
@@ -57,27 +57,6 @@ fn aws(
         .env("AWS_PAGER", "")
         .output()
         .expect("run aws")
-}
-
-fn refused(output: &Output, code: &str, detail: &str, what: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains(code) && stderr.contains(detail),
-        "{what}: expected {code} ({detail}): {stderr}"
-    );
-}
-
-fn raw(address: &str, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
 }
 
 const AGENT_KEY: (&str, &str) = ("AKIA111111111111XXXX", "any-secret: not checked here");
@@ -151,7 +130,7 @@ fn ext_authz_allows_and_refuses_with_aws_errors() {
     );
 
     // What Envoy sends without with_request_body: a query-protocol call cannot be told.
-    let (status, response) = raw(
+    let (status, response) = http_exchange(
         &address,
         "POST /check/ HTTP/1.1\r\nHost: sts.amazonaws.com\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Authorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00\r\n\
@@ -160,7 +139,7 @@ fn ext_authz_allows_and_refuses_with_aws_errors() {
     assert_eq!(status, 403, "{response}");
     assert!(response.contains("forward the body"), "{response}");
     // Unsigned, and a host no endpoint covers.
-    let (status, response) = raw(
+    let (status, response) = http_exchange(
         &address,
         "GET /check/ HTTP/1.1\r\nHost: s3.amazonaws.com\r\nConnection: close\r\n\r\n",
     );
@@ -169,7 +148,7 @@ fn ext_authz_allows_and_refuses_with_aws_errors() {
         response.contains("MissingAuthenticationToken"),
         "{response}"
     );
-    let (status, response) = raw(
+    let (status, response) = http_exchange(
         &address,
         "GET /check/ HTTP/1.1\r\nHost: example.com\r\n\
          Authorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\
@@ -182,8 +161,10 @@ fn ext_authz_allows_and_refuses_with_aws_errors() {
     );
 }
 
-/// Helper lines as Squid writes them (recorded from Squid 5.7 with the documented
-/// format), through `sigward squid-helper`.
+/// Helper lines in the shape Squid 5.7 writes them for the documented format (a channel
+/// id, method, URL as sent, %-encoded header values or `-`, then `-` for the acl's
+/// arguments), through `sigward squid-helper`. Line 5 is one Squid wrote here verbatim,
+/// for a curl request with a made-up Authorization header.
 #[test]
 fn squid_helper_answers_recorded_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -213,6 +194,7 @@ fn squid_helper_answers_recorded_lines() {
             auth("s3")
         ),
         "4 GET".to_string(),
+        "5 GET http://127.0.0.1:18999/a?b=c%2Fd&e=f AWS4-HMAC-SHA256%20Credential=AKIA/x,%20SignedHeaders=host DynamoDB_20120810.ListTables - -".to_string(),
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_sigward"))
         .args(["squid-helper", "--config"])
@@ -262,6 +244,11 @@ fn squid_helper_answers_recorded_lines() {
         answers[5].starts_with("4 ERR message=sigward: expected the external_acl_type format"),
         "{}",
         answers[5]
+    );
+    assert!(
+        answers[6].starts_with("5 ERR message=403 IncompleteSignature"),
+        "{}",
+        answers[6]
     );
 }
 

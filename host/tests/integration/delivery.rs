@@ -5,12 +5,11 @@
 //! - the ECS container endpoint: `AWS_CONTAINER_CREDENTIALS_FULL_URI` + token;
 //! - revoked and expired keys get `InvalidClientTokenId`.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::e2e::{AGENT_SECRET, Moto, Sigward, clean_aws_env, config, free_port, ok, venv};
+use crate::support::{http, refused};
 
 const SIGWARD: &str = env!("CARGO_BIN_EXE_sigward");
 
@@ -63,27 +62,10 @@ fn caller_account(output: &Output, what: &str) -> (String, String) {
     )
 }
 
-/// A raw GET on the credentials listener.
+/// A GET on the credentials listener.
 fn get_credentials(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connect to the credentials listener");
     let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http(address, "GET", path, &auth, "")
 }
 
 /// A static key (as `sigward credentials` printed it) used directly: what an agent that
@@ -106,15 +88,6 @@ fn with_static_key(venv: &Path, proxy: &str, ca: &Path, key: &serde_json::Value)
         .env("AWS_MAX_ATTEMPTS", "1")
         .output()
         .expect("run aws")
-}
-
-fn fails_with(output: &Output, code: &str, detail: &str, what: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains(code) && stderr.contains(detail),
-        "{what}: expected {code} ({detail}), got {:?}: {stderr}",
-        output.status
-    );
 }
 
 #[test]
@@ -325,7 +298,7 @@ except urllib.error.HTTPError as e:
         "aws",
         &["secretsmanager", "get-secret-value", "--secret-id", "db"],
     );
-    fails_with(
+    refused(
         &secret,
         "AccessDenied",
         "denied by policy no-secrets: secretsmanager:GetSecretValue in account prod (111111111111)",
@@ -366,7 +339,7 @@ except urllib.error.HTTPError as e:
     assert_eq!(got, "111111111111");
     let seen = moto.requests_seen();
     ok(&with_config(&["agent", "revoke", "bot"]), "agent revoke");
-    fails_with(
+    refused(
         &with_static_key(&venv, &sigward_process.proxy, &sigward_process.ca, &kept),
         "InvalidClientTokenId",
         "revoked",
@@ -391,7 +364,7 @@ except urllib.error.HTTPError as e:
     ))
     .expect("JSON");
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    fails_with(
+    refused(
         &with_static_key(&venv, &sigward_process.proxy, &sigward_process.ca, &brief),
         "InvalidClientTokenId",
         "expired",

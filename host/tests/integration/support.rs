@@ -77,3 +77,47 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
     condition()
 }
+
+/// One raw HTTP/1.1 exchange on a new connection; the request must end with
+/// `Connection: close`. Returns the status and the whole response text.
+pub fn http_exchange(address: &str, request: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// `METHOD path` to `address` with `headers` (whole `Name: value\r\n` lines) and `body`:
+/// the status and the response body.
+pub fn http(address: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    let (status, response) = http_exchange(
+        address,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A client command that failed with AWS error `code` and a message containing `detail`.
+pub fn refused(output: &std::process::Output, code: &str, detail: &str, what: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains(code) && stderr.contains(detail),
+        "{what}: expected {code} ({detail}), got {:?}: {stderr}",
+        output.status
+    );
+}
