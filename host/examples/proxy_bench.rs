@@ -46,6 +46,9 @@ impl Drop for Killed {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some(BARE_CHILD) {
+        return bare_child(args.nth(1), args.next());
+    }
     let sigward_bin = PathBuf::from(args.next().ok_or_else(|| {
         anyhow::anyhow!(
             "usage: proxy_bench SIGWARD_BIN [MITMDUMP_BIN] [--seconds N] [--connections N]"
@@ -65,19 +68,8 @@ fn main() -> anyhow::Result<()> {
     // The upstream and the bare pass-through get a runtime each (as separate processes
     // would); the load generator has its own.
     let upstream = spawn_runtime(1, serve_upstream)?;
-    let ca = sigward::tls::CertificateAuthority::load_or_create(&dir.path().join("bare-ca"))?;
-    let bare_ca = ca.cert_path.clone();
-    let leaves = Arc::new(sigward::tls::LeafResolver::new(
-        Arc::new(ca),
-        Some("127.0.0.1".into()),
-    ));
     let upstream_url = format!("http://{upstream}");
-    let bare = {
-        let upstream_url = upstream_url.clone();
-        spawn_runtime(2, move |listener| {
-            serve_bare(listener, leaves, upstream_url)
-        })?
-    };
+    let (_bare_child, bare, bare_ca) = start_bare(dir.path(), &upstream_url)?;
 
     let sigward = start_sigward(&sigward_bin, dir.path(), &upstream_url)?;
     let mitm = match &mitmdump {
@@ -205,6 +197,51 @@ async fn serve_upstream(listener: TcpListener) {
                 .await;
         });
     }
+}
+
+/// The argument that makes this binary the bare pass-through's process.
+const BARE_CHILD: &str = "--bare-pass-through";
+
+/// The bare pass-through runs as a process of its own, like sigward and mitmproxy: every
+/// intercepting proxy is one, and pays for the switches between processes that a proxy
+/// inside the load generator's process would not.
+fn start_bare(dir: &Path, upstream: &str) -> anyhow::Result<(Killed, SocketAddr, PathBuf)> {
+    let ca_dir = dir.join("bare-ca");
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg(BARE_CHILD)
+        .arg(&ca_dir)
+        .arg(upstream)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let lines = wait_for_line(&mut child, "listening ")?;
+    let address = lines
+        .last()
+        .and_then(|l| l.strip_prefix("listening "))
+        .ok_or_else(|| anyhow::anyhow!("the bare pass-through printed no address"))?
+        .parse()?;
+    Ok((Killed(child), address, ca_dir.join("ca.pem")))
+}
+
+/// The bare pass-through's process: a runtime with tokio's default worker count (as
+/// `sigward serve` has), serving until killed.
+fn bare_child(ca_dir: Option<String>, upstream: Option<String>) -> anyhow::Result<()> {
+    let (Some(ca_dir), Some(upstream)) = (ca_dir, upstream) else {
+        anyhow::bail!("usage: proxy_bench {BARE_CHILD} CA_DIR UPSTREAM_URL");
+    };
+    let ca = sigward::tls::CertificateAuthority::load_or_create(Path::new(&ca_dir))?;
+    let leaves = Arc::new(sigward::tls::LeafResolver::new(
+        Arc::new(ca),
+        Some("127.0.0.1".into()),
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening {}", listener.local_addr()?);
+        serve_bare(listener, leaves, upstream).await;
+        Ok(())
+    })
 }
 
 /// The bare pass-through: TLS termination and forwarding with hyper + rustls.
