@@ -828,16 +828,7 @@ fn resign(
     }
     send.push(("host", host));
 
-    let query = if scope.presigned {
-        sigv4::without_signature_params(signed.raw_query)
-    } else {
-        signed.raw_query.to_string()
-    };
-    let uri = if query.is_empty() {
-        signed.raw_path.to_string()
-    } else {
-        format!("{}?{query}", signed.raw_path)
-    };
+    let uri = sigv4::signed_uri(signed, scope.presigned);
     let presign = if scope.presigned {
         let expires = signed
             .query_param("X-Amz-Expires")
@@ -868,7 +859,11 @@ fn resign(
             .extend_pairs(&added.params)
             .finish()
             .replace('+', "%20");
-        path_and_query.push(if query.is_empty() { '?' } else { '&' });
+        path_and_query.push(if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        });
         path_and_query.push_str(&params);
     }
     let mut headers = HeaderMap::with_capacity(send.len() + added.headers.len());

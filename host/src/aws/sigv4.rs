@@ -166,17 +166,7 @@ pub fn verify_with(
         None => SignableBody::Bytes(&request.body),
     };
 
-    // A presigned URL's signature parameters are what the signer adds; leave them out.
-    let query = if scope.presigned {
-        without_signature_params(request.raw_query)
-    } else {
-        request.raw_query.to_string()
-    };
-    let uri = if query.is_empty() {
-        request.raw_path.to_string()
-    } else {
-        format!("{}?{query}", request.raw_path)
-    };
+    let uri = signed_uri(request, scope.presigned);
 
     let identity: Identity = Credentials::new(
         scope.access_key_id,
@@ -247,6 +237,21 @@ fn matches(computed: &str, claimed: &str) -> Result<(), VerifyError> {
         Ok(())
     } else {
         Err(VerifyError::Mismatch)
+    }
+}
+
+/// The path and query a signature covers: as sent, less a presigned URL's signature
+/// parameters (what its signer adds).
+pub fn signed_uri(request: &Request<'_>, presigned: bool) -> String {
+    let query = if presigned {
+        without_signature_params(request.raw_query)
+    } else {
+        request.raw_query.to_string()
+    };
+    if query.is_empty() {
+        request.raw_path.to_string()
+    } else {
+        format!("{}?{query}", request.raw_path)
     }
 }
 
@@ -750,16 +755,7 @@ mod agreement {
             .filter_map(|(n, (_, v))| std::str::from_utf8(v).ok().map(|v| (n.as_str(), v)))
             .collect();
         headers.push(("host", "upstream.example.com"));
-        let query = if scope.presigned {
-            without_signature_params(request.raw_query)
-        } else {
-            request.raw_query.to_string()
-        };
-        let uri = if query.is_empty() {
-            request.raw_path.to_string()
-        } else {
-            format!("{}?{query}", request.raw_path)
-        };
+        let uri = signed_uri(&request, scope.presigned);
         let outgoing = Outgoing {
             method: request.method,
             uri: &uri,

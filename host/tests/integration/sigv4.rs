@@ -174,11 +174,7 @@ fn resigned_requests_verify_with_the_new_credentials_only() {
             })
             .map(|(n, v)| (*n, std::str::from_utf8(v).expect("utf-8 header")))
             .collect();
-        let uri = if request.raw_query.is_empty() {
-            request.raw_path.to_string()
-        } else {
-            format!("{}?{}", request.raw_path, request.raw_query)
-        };
+        let uri = sigward::aws::sigv4::signed_uri(&request, false);
         let now = signed_at(&request) + Duration::from_secs(5);
         let outgoing = Outgoing {
             method: request.method,
