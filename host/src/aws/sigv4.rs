@@ -764,49 +764,26 @@ mod agreement {
             body: &request.body,
             presign: None,
         };
+        let now = signed_at + Duration::from_secs(61);
         for token in [None, Some("a-session-token".to_string())] {
             let role = SigningCredentials {
                 access_key_id: "ASIAROLEKEY000000000".into(),
                 secret_access_key: "role-secret".into(),
                 session_token: token,
             };
-            let now = signed_at + Duration::from_secs(61);
-            let fast = resign_with(
-                Signer::Fast,
-                &outgoing,
-                scope.service,
-                scope.region,
-                &role,
-                now,
-            );
-            let library = resign_with(
-                Signer::AwsSigv4,
-                &outgoing,
-                scope.service,
-                scope.region,
-                &role,
-                now,
-            );
+            let [fast, library] = [Signer::Fast, Signer::AwsSigv4].map(|signer| {
+                resign_with(signer, &outgoing, scope.service, scope.region, &role, now)
+            });
             if fast != library {
                 tally.disagreements.push(format!(
                     "resign {line}: fast {fast:?}, aws-sigv4 {library:?}"
                 ));
             }
-        }
-        if resign_fast(
-            &outgoing,
-            scope.service,
-            scope.region,
-            &SigningCredentials {
-                access_key_id: "ASIAROLEKEY000000000".into(),
-                secret_access_key: "role-secret".into(),
-                session_token: None,
-            },
-            signed_at,
-        )
-        .is_some()
-        {
-            tally.resigned_fast += 1;
+            if role.session_token.is_none()
+                && resign_fast(&outgoing, scope.service, scope.region, &role, now).is_some()
+            {
+                tally.resigned_fast += 1;
+            }
         }
     }
 

@@ -165,10 +165,12 @@ fn trim_all_into(hasher: &mut Sha256, value: &str) {
     hasher.update(rest);
 }
 
-/// One derived key: secret, day, region and service it was derived for.
+/// One derived key and the secret, day, region and service it was derived for.
 struct Derived {
     secret: String,
-    scope: String,
+    date: String,
+    region: String,
+    service: String,
     key: [u8; 32],
 }
 
@@ -176,6 +178,7 @@ struct Derived {
 static KEYS: Mutex<Vec<Derived>> = Mutex::new(Vec::new());
 const KEPT_KEYS: usize = 64;
 
+/// The signing key for `date` (`time`'s day), from the cache or derived and kept.
 fn signing_key(
     secret: &str,
     date: &str,
@@ -183,16 +186,10 @@ fn signing_key(
     region: &str,
     service: &str,
 ) -> [u8; 32] {
-    let matches = |d: &Derived| {
-        d.secret == secret && {
-            let mut parts = d.scope.split('/');
-            parts.next() == Some(date)
-                && parts.next() == Some(region)
-                && parts.next() == Some(service)
-        }
-    };
     if let Ok(keys) = KEYS.lock()
-        && let Some(found) = keys.iter().find(|d| matches(d))
+        && let Some(found) = keys.iter().find(|d| {
+            d.secret == secret && d.date == date && d.region == region && d.service == service
+        })
     {
         return found.key;
     }
@@ -204,7 +201,9 @@ fn signing_key(
         }
         keys.push(Derived {
             secret: secret.to_string(),
-            scope: format!("{date}/{region}/{service}"),
+            date: date.to_string(),
+            region: region.to_string(),
+            service: service.to_string(),
             key,
         });
     }
