@@ -2,7 +2,8 @@
 //! and the cache that compiles each module once per content digest.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
@@ -12,8 +13,12 @@ use super::bindings;
 use super::evaluate::Sandbox;
 use super::module::{LoadError, LoadedPolicy, ModuleRef, PolicyDigest};
 
-/// How often the epoch advances: the resolution of evaluation deadlines.
+/// How often the epoch advances while evaluations run: the resolution of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// With no evaluation in flight for this many ticks the ticker parks (an idle proxy
+/// costs no CPU); the next evaluation wakes it.
+const IDLE_TICKS_BEFORE_PARKING: u32 = 50;
 
 /// Sizes of the instance pool, fixed for the engine's lifetime.
 #[derive(Debug, Clone)]
@@ -55,6 +60,7 @@ struct Inner {
     /// Compiled, pre-instantiated modules by content digest. Kept for the process's
     /// lifetime: modules are few, and replaying an old verdict needs the old module.
     compiled: Mutex<HashMap<PolicyDigest, bindings::PolicyPre<Sandbox>>>,
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -78,15 +84,28 @@ impl Engine {
         bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
 
-        spawn_epoch_ticker(wasmtime.weak());
+        let ticker = Ticker::spawn(wasmtime.weak());
         Ok(Self {
             inner: Arc::new(Inner {
                 wasmtime,
                 linker,
                 options,
                 compiled: Mutex::default(),
+                ticker,
             }),
         })
+    }
+
+    /// Keep the epoch advancing (deadlines firing) until the guard is dropped: held for
+    /// the length of each evaluation.
+    pub(crate) fn ticking(&self) -> Ticking<'_> {
+        self.inner.ticker.enter()
+    }
+
+    /// How many times the epoch has advanced since the engine started. It stands still
+    /// while no evaluation runs.
+    pub fn epoch_ticks(&self) -> u64 {
+        self.inner.ticker.ticks.load(Ordering::Relaxed)
     }
 
     pub fn options(&self) -> &EngineOptions {
@@ -210,21 +229,81 @@ fn config(options: &EngineOptions) -> Config {
     config
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped. Holds
-/// only a weak reference so it never keeps an engine alive.
-fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
-    let spawned = std::thread::Builder::new()
-        .name("sigward-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = engine.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while evaluations
+/// are in flight, and parks when there have been none for a while: a wall-clock deadline
+/// only needs the clock to move while something is being timed. It holds only a weak
+/// reference to the engine and ends soon after the engine is dropped.
+struct Ticker {
+    in_flight: AtomicUsize,
+    ticks: AtomicU64,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+/// One evaluation in flight (see [`Engine::ticking`]).
+pub(crate) struct Ticking<'a>(&'a Ticker);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ticker {
+    fn spawn(engine: wasmtime::EngineWeak) -> Arc<Self> {
+        let ticker = Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            ticks: AtomicU64::new(0),
+            thread: OnceLock::new(),
         });
-    if let Err(e) = spawned {
-        // Without a ticker deadlines never fire; fuel still bounds every evaluation.
-        tracing::error!(error = %e, "could not start the policy deadline ticker; only fuel limits evaluations");
+        let weak = Arc::downgrade(&ticker);
+        let spawned = std::thread::Builder::new()
+            .name("sigward-epoch".into())
+            .spawn(move || Self::run(&engine, &weak));
+        match spawned {
+            Ok(handle) => {
+                let _ = ticker.thread.set(handle.thread().clone());
+            }
+            // Without a ticker deadlines never fire; fuel still bounds every evaluation.
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the policy deadline ticker; only fuel limits evaluations")
+            }
+        }
+        ticker
+    }
+
+    fn enter(&self) -> Ticking<'_> {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = self.thread.get()
+        {
+            // Cheap when the ticker is running; wakes it when parked. A wake that
+            // arrives before it parks makes that park return at once: none is lost.
+            thread.unpark();
+        }
+        Ticking(self)
+    }
+
+    fn run(engine: &wasmtime::EngineWeak, ticker: &std::sync::Weak<Self>) {
+        let mut idle = 0u32;
+        loop {
+            let (Some(engine), Some(ticker)) = (engine.upgrade(), ticker.upgrade()) else {
+                return;
+            };
+            if ticker.in_flight.load(Ordering::Acquire) > 0 {
+                idle = 0;
+            } else {
+                idle = idle.saturating_add(1);
+            }
+            if idle > IDLE_TICKS_BEFORE_PARKING {
+                drop((engine, ticker));
+                // Bounded, so that a dropped engine's ticker still ends.
+                std::thread::park_timeout(Duration::from_secs(1));
+                continue;
+            }
+            engine.increment_epoch();
+            ticker.ticks.fetch_add(1, Ordering::Relaxed);
+            drop((engine, ticker));
+            std::thread::sleep(EPOCH_TICK);
+        }
     }
 }
 

@@ -158,6 +158,47 @@ fn endless_loop_stops_at_the_deadline() {
     );
 }
 
+/// The deadline clock only runs while something is being timed: an idle engine's epoch
+/// stands still (an idle proxy spends no CPU on it), and an evaluation that starts while
+/// it is parked still stops at its deadline.
+#[test]
+fn deadline_clock_rests_while_idle_and_wakes_for_an_evaluation() {
+    let engine = sigward::policy::Engine::new(sigward::policy::engine::EngineOptions::default())
+        .expect("engine");
+    let policy = engine
+        .load(&ModuleRef::parse(
+            fixture("endless-loop").to_str().expect("utf-8"),
+        ))
+        .expect("load");
+    // Fifty idle ticks (~50 ms) park it; give a loaded machine ample time.
+    std::thread::sleep(Duration::from_millis(400));
+    let parked = engine.epoch_ticks();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        engine.epoch_ticks(),
+        parked,
+        "the epoch advanced with nothing to time"
+    );
+
+    let limits = Limits {
+        deadline: Duration::from_millis(50),
+        fuel: u64::MAX / 2,
+        ..Limits::default()
+    };
+    let start = Instant::now();
+    let verdict = policy.evaluate(&settings("{}"), &facet("s3:GetObject"), &limits);
+    let took = start.elapsed();
+    assert_eq!(verdict, Err(Failure::Deadline(Duration::from_millis(50))));
+    assert!(
+        took < Duration::from_millis(150),
+        "stopped after {took:?}, more than a deadline and a wake-up late"
+    );
+    assert!(
+        engine.epoch_ticks() >= parked + 50,
+        "the evaluation ran to its deadline without the clock advancing"
+    );
+}
+
 #[test]
 fn endless_loop_stops_when_fuel_runs_out() {
     let policy = load_fixture("endless-loop");
