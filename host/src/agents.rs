@@ -597,14 +597,17 @@ mod tests {
         let store = AgentStore::new(dir.path());
         let now = SystemTime::now();
         let prod = account("111111111111");
-        store
-            .add(
-                "claude",
-                std::slice::from_ref(&prod),
-                Duration::from_secs(60),
-                now,
-            )
-            .expect("add");
+        let add_claude = || {
+            store
+                .add(
+                    "claude",
+                    std::slice::from_ref(&prod),
+                    Duration::from_secs(60),
+                    now,
+                )
+                .expect("add")
+        };
+        add_claude();
         let agents = store.load().expect("load");
         let key = agents.issue("claude", &prod, now).expect("issue");
         assert!(key.access_key_id.starts_with("ASIA"));
@@ -665,14 +668,7 @@ mod tests {
             agents.issue("claude", &prod, now),
             Err(AgentError::Revoked(_))
         ));
-        store
-            .add(
-                "claude",
-                std::slice::from_ref(&prod),
-                Duration::from_secs(60),
-                now,
-            )
-            .expect("re-add");
+        add_claude();
         let agents = store.load().expect("load");
         assert!(
             agents

@@ -1,12 +1,14 @@
 //! `sigward serve [--config FILE]`: start the listeners and print what an agent needs.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio::net::TcpListener;
 
 use crate::agents::{AgentStore, LiveAgents};
 use crate::approval::Approvals;
@@ -110,17 +112,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some("127.0.0.1".into()),
         )))?;
 
-        let proxy = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("proxy.listen {}", config.listen))?;
-        let direct = match config.endpoint_listen {
-            Some(address) => Some(
-                tokio::net::TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("proxy.endpoint_listen {address}"))?,
-            ),
-            None => None,
-        };
+        let proxy = bind(config.listen, "proxy.listen").await?;
+        let direct = bind_optional(config.endpoint_listen, "proxy.endpoint_listen").await?;
         if let Some(admin) = &config.admin
             && !admin.listen.ip().is_loopback()
         {
@@ -129,22 +122,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "admin.listen is not a loopback address: the admin token and approvals travel in plain HTTP"
             );
         }
-        let admin = match &config.admin {
-            Some(admin) => Some(
-                tokio::net::TcpListener::bind(admin.listen)
-                    .await
-                    .with_context(|| format!("admin.listen {}", admin.listen))?,
-            ),
-            None => None,
-        };
-        let credentials = match config.credentials_listen {
-            Some(address) => Some(
-                tokio::net::TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("proxy.credentials_listen {address}"))?,
-            ),
-            None => None,
-        };
+        let admin = bind_optional(config.admin.as_ref().map(|a| a.listen), "admin.listen").await?;
+        let credentials =
+            bind_optional(config.credentials_listen, "proxy.credentials_listen").await?;
 
         // What agents need, in one write; a reader that went away (a closed pipe) must
         // not stop the proxy.
@@ -203,6 +183,24 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Listen on `address`; an error names the configuration key it came from.
+async fn bind(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("{key} {address}"))
+}
+
+/// [`bind`] for a listener the configuration may leave out.
+async fn bind_optional(
+    address: Option<SocketAddr>,
+    key: &str,
+) -> anyhow::Result<Option<TcpListener>> {
+    match address {
+        Some(address) => bind(address, key).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The endpoints' policy sets, reloaded when the config file or a policy file changes,
