@@ -9,7 +9,12 @@
 //! - **mitmproxy**: `mitmdump` in reverse mode, TLS terminated the same way.
 //!
 //! The load generator is Rust (hyper, keep-alive connections, one request in flight on
-//! each); every row gets the same pre-signed request bytes.
+//! each); every row gets the same pre-signed request bytes. Beside requests/s and
+//! latency, each proxy's row shows the CPU time its process spent per request (user +
+//! system, from `/proc`), which varies far less between runs than throughput does on a
+//! small shared machine; and before the table, how long a wakeup takes between two
+//! threads on one CPU and across two, the cost that decides how much of that CPU time
+//! turns into throughput (see the README).
 //!
 //! `proxy_bench SIGWARD_BIN [MITMDUMP_BIN] [--seconds N] [--connections N]`
 
@@ -69,7 +74,8 @@ fn main() -> anyhow::Result<()> {
     // would); the load generator has its own.
     let upstream = spawn_runtime(1, serve_upstream)?;
     let upstream_url = format!("http://{upstream}");
-    let (_bare_child, bare, bare_ca) = start_bare(dir.path(), &upstream_url)?;
+    let (bare_child, bare, bare_ca) = start_bare(dir.path(), &upstream_url)?;
+    let bare_pid = bare_child.0.id();
 
     let sigward = start_sigward(&sigward_bin, dir.path(), &upstream_url)?;
     let mitm = match &mitmdump {
@@ -87,26 +93,32 @@ fn main() -> anyhow::Result<()> {
             address: upstream,
             tls: None,
         };
-        rows.push(("direct", run(&plain, connections, duration).await?));
+        rows.push(("direct", run(&plain, None, connections, duration).await?));
         let bare = Target {
             address: bare,
             tls: Some(client_tls(&bare_ca)?),
         };
         rows.push((
             "bare pass-through",
-            run(&bare, connections, duration).await?,
+            run(&bare, Some(bare_pid), connections, duration).await?,
         ));
         let sw = Target {
             address: sigward.1,
             tls: Some(client_tls(&sigward.2)?),
         };
-        rows.push(("sigward", run(&sw, connections, duration).await?));
-        if let Some((_, address, ca)) = &mitm {
+        rows.push((
+            "sigward",
+            run(&sw, Some(sigward.0.0.id()), connections, duration).await?,
+        ));
+        if let Some((child, address, ca)) = &mitm {
             let m = Target {
                 address: *address,
                 tls: Some(client_tls(ca)?),
             };
-            rows.push(("mitmproxy", run(&m, connections, duration).await?));
+            rows.push((
+                "mitmproxy",
+                run(&m, Some(child.0.id()), connections, duration).await?,
+            ));
         }
         Ok::<_, anyhow::Error>(())
     })?;
@@ -114,14 +126,24 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{connections} keep-alive connections, {seconds} s each, one signed sts:GetCallerIdentity per request"
     );
+    if let Some((one, across)) = wakeups() {
+        println!(
+            "a wakeup round trip between two threads: {:.1} µs on one CPU, {:.1} µs across two",
+            micros(one),
+            micros(across)
+        );
+    }
     println!(
-        "{:<18} {:>10} {:>10} {:>10} {:>8}",
-        "path", "req/s", "p50 µs", "p99 µs", "errors"
+        "{:<18} {:>10} {:>10} {:>10} {:>8} {:>14}",
+        "path", "req/s", "p50 µs", "p99 µs", "errors", "proxy CPU µs"
     );
     for (name, s) in &rows {
+        let cpu = s
+            .cpu
+            .map_or("-".to_string(), |c| format!("{:.1}", micros(c)));
         println!(
-            "{name:<18} {:>10.0} {:>10} {:>10} {:>8}",
-            s.rps, s.p50, s.p99, s.errors
+            "{name:<18} {:>10.0} {:>10} {:>10} {:>8} {:>14}",
+            s.rps, s.p50, s.p99, s.errors, cpu
         );
     }
     let find = |n: &str| rows.iter().find(|(name, _)| *name == n).map(|(_, s)| s);
@@ -439,6 +461,75 @@ struct Stats {
     p50: u64,
     p99: u64,
     errors: usize,
+    /// CPU time the proxy's process spent per request (user + system).
+    cpu: Option<Duration>,
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The CPU time (user + system, all threads) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it start at field 3, so utime
+    // and stime (fields 14 and 15) are the 12th and 13th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let (user, system): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    let per_second = rustix::param::clock_ticks_per_second();
+    Some(Duration::from_secs_f64(
+        (user + system) as f64 / per_second as f64,
+    ))
+}
+
+/// The mean round trip of a one-byte ping-pong between two threads pinned to one CPU,
+/// and to two: a wakeup that crosses CPUs costs an inter-processor interrupt, which a
+/// virtual machine can make many times dearer than the work a proxy does per request.
+/// `None` on a one-CPU machine or where threads cannot be pinned.
+fn wakeups() -> Option<(Duration, Duration)> {
+    let cpus = std::thread::available_parallelism().ok()?.get();
+    if cpus < 2 {
+        return None;
+    }
+    Some((ping_pong(0, 0)?, ping_pong(0, 1)?))
+}
+
+fn ping_pong(a: usize, b: usize) -> Option<Duration> {
+    use std::io::{Read as _, Write as _};
+    const ROUND_TRIPS: u32 = 2_000;
+    let pin = |cpu: usize| {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).is_ok()
+    };
+    let (mut here, mut there) = std::os::unix::net::UnixStream::pair().ok()?;
+    std::thread::scope(|scope| {
+        let echo = scope.spawn(move || {
+            let mut byte = [0u8; 1];
+            if !pin(b) {
+                return;
+            }
+            while there.read_exact(&mut byte).is_ok() && there.write_all(&byte).is_ok() {}
+        });
+        let timed = scope
+            .spawn(move || {
+                if !pin(a) {
+                    return None;
+                }
+                let mut byte = [0u8; 1];
+                let start = Instant::now();
+                for _ in 0..ROUND_TRIPS {
+                    here.write_all(&byte).ok()?;
+                    here.read_exact(&mut byte).ok()?;
+                }
+                Some(start.elapsed() / ROUND_TRIPS)
+            })
+            .join()
+            .ok()
+            .flatten();
+        let _ = echo.join();
+        timed
+    })
 }
 
 /// The request every row sends: signed once by the agent (valid for 15 minutes).
@@ -481,9 +572,16 @@ fn signed_request(host: &str) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
     Ok(builder.body(Full::new(Bytes::from_static(BODY.as_bytes())))?)
 }
 
-async fn run(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<Stats> {
+/// Load `target` for `duration`; `proxy` is the process whose CPU time is measured.
+async fn run(
+    target: &Target,
+    proxy: Option<u32>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Stats> {
     // Warm up: connections, certificates, the STS cache.
     let _ = one_connection(target, Duration::from_millis(300)).await;
+    let cpu_before = proxy.and_then(cpu_time);
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let target = Target {
@@ -500,6 +598,13 @@ async fn run(target: &Target, connections: usize, duration: Duration) -> anyhow:
         latencies.extend(l);
         errors += e;
     }
+    let cpu_used = match (cpu_before, proxy.and_then(cpu_time)) {
+        (Some(before), Some(after)) => after.checked_sub(before),
+        _ => None,
+    };
+    let requests = u32::try_from(latencies.len() + errors)
+        .unwrap_or(u32::MAX)
+        .max(1);
     latencies.sort_unstable();
     let pick = |q: f64| {
         latencies
@@ -512,6 +617,7 @@ async fn run(target: &Target, connections: usize, duration: Duration) -> anyhow:
         p50: pick(0.50),
         p99: pick(0.99),
         errors,
+        cpu: cpu_used.map(|c| c / requests),
     })
 }
 
