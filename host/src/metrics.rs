@@ -36,6 +36,8 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     upstream_seconds: Histogram,
     upstream_responses: Family<Labels, Counter>,
+    /// `upstream_responses` for 1xx … 5xx, looked up once rather than per response.
+    status_classes: [Counter; 5],
     /// What the counters kept elsewhere (STS caches, reloads) showed last time.
     seen: [AtomicU64; 4],
 }
@@ -105,6 +107,11 @@ impl Metrics {
             "Upstream responses by status class (2xx, 4xx, 5xx …)",
             upstream_responses.clone(),
         );
+        let status_classes = std::array::from_fn(|i| {
+            upstream_responses
+                .get_or_create(&vec![("class", format!("{}xx", i + 1))])
+                .clone()
+        });
         Self {
             registry,
             requests,
@@ -116,6 +123,7 @@ impl Metrics {
             reloads,
             upstream_seconds,
             upstream_responses,
+            status_classes,
             seen: Default::default(),
         }
     }
@@ -141,9 +149,16 @@ impl Metrics {
 
     pub fn upstream(&self, took: Duration, status: u16) {
         self.upstream_seconds.observe(took.as_secs_f64());
-        self.upstream_responses
-            .get_or_create(&vec![("class", format!("{}xx", status / 100))])
-            .inc();
+        match self
+            .status_classes
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            Some(class) => class.inc(),
+            None => self
+                .upstream_responses
+                .get_or_create(&vec![("class", format!("{}xx", status / 100))])
+                .inc(),
+        };
     }
 
     /// The text exposition, with the totals kept elsewhere brought up to date first.
@@ -172,5 +187,31 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_responses_are_counted_by_status_class() {
+        let metrics = Metrics::new();
+        for status in [200, 204, 403, 404, 404, 503, 100, 999] {
+            metrics.upstream(Duration::from_micros(10), status);
+        }
+        let text = metrics.render(&Totals::default());
+        for (class, count) in [
+            ("1xx", 1),
+            ("2xx", 2),
+            ("3xx", 0),
+            ("4xx", 3),
+            ("5xx", 1),
+            ("9xx", 1),
+        ] {
+            let line = format!("sigward_upstream_responses_total{{class=\"{class}\"}} {count}");
+            assert!(text.contains(&line), "no `{line}` in:\n{text}");
+        }
+        assert!(text.contains("sigward_upstream_seconds_count 8"), "{text}");
     }
 }

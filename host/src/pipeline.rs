@@ -927,8 +927,15 @@ fn resign(
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    // One pass over the few headers a response has, rather than a lookup (and a name
+    // parse) for each hop-by-hop name; a response rarely has any.
+    let present: Vec<_> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    for name in present {
+        headers.remove(name);
     }
 }
 
@@ -965,6 +972,34 @@ pub fn plain_response(status: StatusCode, message: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_lose_their_hop_by_hop_headers_and_keep_the_rest() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-trace"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-amz-request-id", "r1"),
+            ("x-amz-meta-connection", "kept"),
+            ("content-type", "text/xml"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        headers.append("proxy-connection", HeaderValue::from_static("close"));
+        headers.append("proxy-connection", HeaderValue::from_static("again"));
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["content-type", "x-amz-meta-connection", "x-amz-request-id"]
+        );
+    }
 
     #[test]
     fn host_patterns() {
