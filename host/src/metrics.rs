@@ -107,11 +107,8 @@ impl Metrics {
             "Upstream responses by status class (2xx, 4xx, 5xx …)",
             upstream_responses.clone(),
         );
-        let status_classes = std::array::from_fn(|i| {
-            upstream_responses
-                .get_or_create(&vec![("class", format!("{}xx", i + 1))])
-                .clone()
-        });
+        let status_classes =
+            std::array::from_fn(|i| status_class(&upstream_responses, i as u16 + 1));
         Self {
             registry,
             requests,
@@ -149,15 +146,9 @@ impl Metrics {
 
     pub fn upstream(&self, took: Duration, status: u16) {
         self.upstream_seconds.observe(took.as_secs_f64());
-        match self
-            .status_classes
-            .get(usize::from(status / 100).wrapping_sub(1))
-        {
-            Some(class) => class.inc(),
-            None => self
-                .upstream_responses
-                .get_or_create(&vec![("class", format!("{}xx", status / 100))])
-                .inc(),
+        match status / 100 {
+            class @ 1..=5 => self.status_classes[usize::from(class - 1)].inc(),
+            class => status_class(&self.upstream_responses, class).inc(),
         };
     }
 
@@ -188,6 +179,13 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
+}
+
+/// The `upstream_responses` counter for `class` (2 → `2xx`).
+fn status_class(family: &Family<Labels, Counter>, class: u16) -> Counter {
+    family
+        .get_or_create(&vec![("class", format!("{class}xx"))])
+        .clone()
 }
 
 #[cfg(test)]
