@@ -1,5 +1,16 @@
 //! Understanding one AWS API call: from the decrypted HTTP request to the aws facet.
 //!
+//! **One request, one meaning.** A request is forwarded only if it has exactly one
+//! meaning: the facet is derived from the same parameters the service will act on, and
+//! every request whose meaning could depend on which of two readings the upstream picks
+//! is refused (400, naming what was ambiguous) — a header sent twice, the operation named
+//! twice or in two ways, a body whose media type and selector disagree, a body that
+//! carries the call but was not read, a JSON key given twice, a host that is not one of
+//! the service's own endpoint forms, a region AWS does not have. When unsure, refuse:
+//! real SDKs never send such requests, so a refusal costs nothing legitimate, while a
+//! forwarded ambiguity lets an agent run a call its policies never judged.
+//!
+//! - [`ambiguity`]: the checks that refuse a request two readers could read differently;
 //! - [`request`]: the raw HTTP/1.1 request, its query and (decoded) body;
 //! - [`scope`]: the SigV4 credential scope — the truth for service and region;
 //! - [`account`]: the target account, from the access key id;
@@ -11,6 +22,7 @@
 //! - [`sts`]: the target account's assumed-role credentials, cached.
 
 pub mod account;
+pub mod ambiguity;
 pub mod chunked;
 pub mod host;
 pub mod request;
@@ -25,6 +37,8 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 use self::account::{AccountNames, account_of_key};
+use self::ambiguity::Media;
+use self::host::HostError;
 use self::request::{Request, RequestError};
 use self::scope::{Scope, ScopeError};
 use self::tables::{Operation, Protocol, Service, TABLES};
@@ -41,6 +55,22 @@ pub enum UnderstandError {
     Request(#[from] RequestError),
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    #[error("ambiguous request: {0}")]
+    Ambiguous(String),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("host {host:?} is not an endpoint of any service signing as {signing:?}")]
+    NotAnEndpoint { host: String, signing: String },
+    #[error("{0:?} is not an AWS region sigward knows")]
+    UnknownRegion(String),
+    #[error("the body carries {service}'s {protocol} call but was not read: {why}")]
+    UnreadBody {
+        service: String,
+        protocol: &'static str,
+        why: request::Unread,
+    },
+    #[error("the {protocol} body cannot be read: {why}")]
+    Body { protocol: &'static str, why: String },
     #[error("unknown service: nothing signs as {0:?}")]
     UnknownService(String),
     #[error("the request is not signed and host {0:?} names no AWS service")]
@@ -49,8 +79,6 @@ pub enum UnderstandError {
     UnknownOperation { service: String, detail: String },
     #[error("credential scope region {scope} does not match host region {host}")]
     RegionMismatch { scope: String, host: String },
-    #[error("credential scope service {scope} does not match host {host}")]
-    ServiceMismatch { scope: String, host: String },
     #[error(
         "access key id {0} names no account: use a key id with the account in it \
          (AKIA<12-digit account>XXXX) or a new-generation key id"
@@ -73,38 +101,39 @@ pub fn understand_call(
     request: &Request,
     names: &AccountNames,
 ) -> Result<(Facet, Protocol), UnderstandError> {
+    ambiguity::check_headers(request)?;
     let scope = Scope::of(request)?;
     let host_name = request.host();
-    let aws_host = host::parse(host_name);
+    let aws_host = host::parse(host_name)?;
 
     let (region, signing) = match (&scope, &aws_host) {
-        (Some(scope), _) => (scope.region.to_string(), scope.service.to_string()),
-        (None, Some(h)) => {
-            // "portal.sso" is a prefix of its own; else the label before the region.
-            let labels = h.service_labels.as_str();
-            let last = labels.rsplit('.').next().unwrap_or_default();
-            let signing = [labels, last]
-                .iter()
-                .find_map(|prefix| TABLES.by_prefix(prefix).first())
-                .map(|&i| TABLES.services[i].signing.clone())
-                .ok_or_else(|| UnderstandError::Unsigned(host_name.to_string()))?;
-            (
-                h.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                signing,
-            )
+        (Some(scope), _) => {
+            if !host::is_region(scope.region) {
+                return Err(UnderstandError::UnknownRegion(scope.region.to_string()));
+            }
+            (scope.region.to_string(), scope.service.to_string())
         }
+        // An unsigned request (cognito-identity GetId, by design): the host names the
+        // service, in one of its endpoint forms.
+        (None, Some(h)) => TABLES
+            .services
+            .iter()
+            .find_map(|s| {
+                let region = if h.s3 {
+                    (s.signing == "s3").then_some(h.region.as_deref())?
+                } else {
+                    s.endpoint_region(&h.name)?
+                };
+                Some((region.unwrap_or("us-east-1").to_string(), s.signing.clone()))
+            })
+            .ok_or_else(|| UnderstandError::Unsigned(host_name.to_string()))?,
         (None, None) => return Err(UnderstandError::Unsigned(host_name.to_string())),
     };
-    if let Some(h) = &aws_host {
-        check_region(&region, h)?;
-    }
 
-    // A form body (query and EC2 protocols) is decoded once: it names the operation
-    // (Action=…) and its pairs are params.
-    let is_form = request
-        .header("content-type")
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let form: Vec<(String, String)> = if is_form {
+    // The body: its media type, read strictly, and a form body decoded once (query and
+    // EC2 protocols name the operation in it and its pairs are params).
+    let media = ambiguity::media(request);
+    let form: Vec<(String, String)> = if media == Media::Form {
         request::decode_query(&String::from_utf8_lossy(&request.body))
             .into_iter()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -112,9 +141,16 @@ pub fn understand_call(
     } else {
         Vec::new()
     };
-    let resolved = resolve(request, &form, &signing, aws_host.as_ref())?;
+    let action = ambiguity::action(request, &form)?;
+    let (candidates, host_region) = endpoint_services(&signing, aws_host.as_ref())?;
+    if let Some(h) = &aws_host {
+        check_region(&region, h, host_region.as_deref())?;
+    }
+    let bucket = aws_host.as_ref().and_then(|h| h.bucket.as_deref());
+    let resolved = resolve(request, action, &signing, &candidates, bucket)?;
     let service = resolved.service;
     let operation = resolved.operation;
+    check_body(request, media, &resolved)?;
 
     // An unsigned request (cognito-identity GetId, by design) names no account.
     let account = match &scope {
@@ -130,8 +166,8 @@ pub fn understand_call(
         .map(str::to_string);
     let account = account.map(|a| a.to_string()).unwrap_or_default();
 
-    let body = Body::parse(request, form, resolved.protocol);
-    let params = params(request, &body);
+    let body = Body::parse(request, form, resolved.protocol)?;
+    let params = params(request, &body, resolved.protocol)?;
     let partition = partition(&region);
     let copy_source = request.header("x-amz-copy-source");
     let resources = resources::resources(&resources::Context {
@@ -167,6 +203,65 @@ pub fn understand_call(
     Ok((facet, resolved.protocol))
 }
 
+/// The body must say what its selector says, and be read when it carries the call: a
+/// JSON target with a JSON body, an `Action` with a form body, the RPCv2 CBOR path with
+/// a CBOR body — never one protocol's selector with another's body.
+fn check_body(
+    request: &Request<'_>,
+    media: Media,
+    resolved: &Resolved<'_>,
+) -> Result<(), UnderstandError> {
+    let protocol = resolved.protocol;
+    let (name, wants) = match protocol {
+        Protocol::Json => ("JSON", Media::Json),
+        Protocol::Query => ("query", Media::Form),
+        Protocol::Ec2 => ("EC2 query", Media::Form),
+        Protocol::Cbor => ("RPCv2 CBOR", Media::Cbor),
+        Protocol::RestJson | Protocol::RestXml => return Ok(()),
+    };
+    let mixed = |why: String| Err(UnderstandError::Ambiguous(why));
+    if protocol != Protocol::Json && request.header("x-amz-target").is_some() {
+        return mixed(format!("X-Amz-Target on a {name} call"));
+    }
+    if protocol != Protocol::Cbor
+        && (request.header("smithy-protocol").is_some() || is_cbor_path(request.raw_path))
+    {
+        return mixed(format!(
+            "an RPCv2 CBOR path or Smithy-Protocol header on a {name} call"
+        ));
+    }
+    if !request.has_body() {
+        return Ok(());
+    }
+    if media != wants {
+        return mixed(format!(
+            "a {name} call with a body of Content-Type {:?}",
+            request.header("content-type").unwrap_or("(none)")
+        ));
+    }
+    if let Some(why) = &request.unread {
+        return Err(UnderstandError::UnreadBody {
+            service: resolved.service.id.clone(),
+            protocol: name,
+            why: why.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn is_cbor_path(path: &str) -> bool {
+    path.strip_prefix("/service/")
+        .is_some_and(|rest| rest.contains("/operation/"))
+}
+
+/// Whether the services signing as `signing` carry every call in the body (JSON, query,
+/// EC2 and RPCv2 CBOR protocols only): such bodies are read whole, whatever their
+/// declared payload hash, because the operation and its resources are in them.
+pub fn body_carries_call(signing: &str) -> bool {
+    let services = TABLES.by_signing(signing);
+    !services.is_empty() && services.iter().all(|&i| !TABLES.services[i].is_rest())
+}
+
 /// The protocol a request most likely speaks, for refusing it before it is understood:
 /// its headers first, then what the services signing as `signing` speak.
 pub fn protocol_hint(request: &Request, signing: Option<&str>) -> Protocol {
@@ -196,8 +291,13 @@ pub fn protocol_hint(request: &Request, signing: Option<&str>) -> Protocol {
 }
 
 /// The regional host of the service signing as `signing` (`sqs.eu-west-1.amazonaws.com`),
-/// for requests that arrive at sigward's own address (`AWS_ENDPOINT_URL`).
+/// for requests that arrive at sigward's own address (`AWS_ENDPOINT_URL`). The credential
+/// scope never builds a host by itself: the region must be one AWS has, and the host one
+/// of the service's own endpoint forms.
 pub fn regional_host(signing: &str, region: &str) -> Option<String> {
+    if !host::is_region(region) {
+        return None;
+    }
     let service = TABLES
         .by_signing(signing)
         .iter()
@@ -207,14 +307,18 @@ pub fn regional_host(signing: &str, region: &str) -> Option<String> {
     // signed for us-east-1 and served from it; S3 and STS also have regional ones.
     if !service.global.is_empty() && !matches!(signing, "s3" | "sts") && partition(region) == "aws"
     {
-        return Some(service.global.clone());
+        return service
+            .endpoint_region(&service.global)
+            .is_some()
+            .then(|| service.global.clone());
     }
     let suffix = if region.starts_with("cn-") {
         "amazonaws.com.cn"
     } else {
         "amazonaws.com"
     };
-    Some(format!("{}.{region}.{suffix}", service.prefix))
+    let host = format!("{}.{region}.{suffix}", service.prefix);
+    (service.endpoint_region(&host) == Some(Some(region))).then_some(host)
 }
 
 pub(crate) fn partition(region: &str) -> &'static str {
@@ -229,10 +333,15 @@ pub(crate) fn partition(region: &str) -> &'static str {
 
 /// A host that names a region must name the scope's; a host that names none is a global
 /// endpoint, signed for us-east-1 — except S3's, which any region may use.
-fn check_region(scope_region: &str, host: &host::AwsHost) -> Result<(), UnderstandError> {
-    let host_region = match &host.region {
-        Some(region) => region.as_str(),
+fn check_region(
+    scope_region: &str,
+    host: &host::AwsHost,
+    host_region: Option<&str>,
+) -> Result<(), UnderstandError> {
+    let host_region = match host_region {
+        Some(region) => region,
         None if host.s3 => return Ok(()),
+        None if host.name.ends_with(".cn") => "cn-north-1",
         None => "us-east-1",
     };
     if host_region == scope_region {
@@ -252,15 +361,13 @@ struct Resolved<'t> {
     labels: Vec<(String, String)>,
 }
 
-/// Find the operation: by `X-Amz-Target` (JSON), by the RPCv2 CBOR path, by `Action`
-/// (query/EC2), or by method and URI template (REST), among the services that sign as
-/// `signing` — narrowed by the host when several do.
-fn resolve<'t>(
-    request: &Request,
-    form: &[(String, String)],
+/// The services a request may be for: those signing as `signing` whose endpoint forms
+/// include the host ("bedrock-agent.…", not the other services signing as "bedrock"); S3's
+/// data-plane hosts are S3's. With the region the host names, if it names one.
+fn endpoint_services<'t>(
     signing: &str,
     aws_host: Option<&host::AwsHost>,
-) -> Result<Resolved<'t>, UnderstandError> {
+) -> Result<(Vec<&'t Service>, Option<String>), UnderstandError> {
     let mut candidates: Vec<&'t Service> = TABLES
         .by_signing(signing)
         .iter()
@@ -269,38 +376,45 @@ fn resolve<'t>(
     if candidates.is_empty() {
         return Err(UnderstandError::UnknownService(signing.to_string()));
     }
-    // The host must agree with the scope. The services whose endpoint prefix the host
-    // is come first ("bedrock-agent", not the other services signing as "bedrock");
-    // else those it mentions; if none, the request is refused.
-    if let Some(h) = aws_host {
-        let exact: Vec<&'t Service> = candidates
-            .iter()
-            .copied()
-            .filter(|s| {
-                !h.s3
-                    && (h.service_labels == s.prefix
-                        || h.service_labels
-                            .strip_suffix(s.prefix.as_str())
-                            .is_some_and(|rest| rest.ends_with('.')))
-            })
-            .collect();
-        candidates = if exact.is_empty() {
-            let mentioned: Vec<&'t Service> = candidates
-                .iter()
-                .copied()
-                .filter(|s| host_serves(h, s, signing))
-                .collect();
-            if mentioned.is_empty() {
-                return Err(UnderstandError::ServiceMismatch {
-                    scope: signing.to_string(),
-                    host: request.host().to_string(),
-                });
+    let Some(h) = aws_host else {
+        return Ok((candidates, None));
+    };
+    let mut host_region = None;
+    if h.s3 {
+        candidates.retain(|s| s.signing == "s3");
+        host_region.clone_from(&h.region);
+    } else {
+        // S3's own operations only on its data-plane hosts: elsewhere (Object Lambda,
+        // directory buckets' control host) the bucket would not be what it names.
+        candidates.retain(|s| s.id != "s3");
+        let mut regions = Vec::new();
+        candidates.retain(|s| match s.endpoint_region(&h.name) {
+            Some(region) => {
+                regions.push(region);
+                true
             }
-            mentioned
-        } else {
-            exact
-        };
+            None => false,
+        });
+        host_region = regions.into_iter().flatten().next().map(str::to_string);
     }
+    if candidates.is_empty() {
+        return Err(UnderstandError::NotAnEndpoint {
+            host: h.name.clone(),
+            signing: signing.to_string(),
+        });
+    }
+    Ok((candidates, host_region))
+}
+
+/// Find the operation: by `X-Amz-Target` (JSON), by the RPCv2 CBOR path, by `Action`
+/// (query/EC2), or by method and URI template (REST), among the `candidates`.
+fn resolve<'t>(
+    request: &Request,
+    action: Option<&str>,
+    signing: &str,
+    candidates: &[&'t Service],
+    bucket: Option<&str>,
+) -> Result<Resolved<'t>, UnderstandError> {
     let unknown = |detail: String| UnderstandError::UnknownOperation {
         service: signing.to_string(),
         detail,
@@ -346,43 +460,32 @@ fn resolve<'t>(
     }
 
     // Query and EC2 protocols: Action=<Operation> in the query or the form body.
-    if candidates
-        .iter()
-        .any(|s| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2))
+    let speaks_query = |s: &&&Service| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2);
+    if let Some(action) = action
+        && candidates.iter().any(|s| speaks_query(&s))
     {
-        let action = request.query_param("Action").or_else(|| {
-            form.iter()
-                .find(|(k, _)| k == "Action")
-                .map(|(_, v)| v.as_str())
-        });
-        if let Some(action) = action {
-            for service in candidates
-                .iter()
-                .filter(|s| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2))
-            {
-                if let Some(operation) = service.operation(action) {
-                    let protocol = if service.speaks(Protocol::Ec2) {
-                        Protocol::Ec2
-                    } else {
-                        Protocol::Query
-                    };
-                    return Ok(Resolved {
-                        service,
-                        operation,
-                        protocol,
-                        labels: Vec::new(),
-                    });
-                }
+        for service in candidates.iter().filter(speaks_query) {
+            if let Some(operation) = service.operation(action) {
+                let protocol = if service.speaks(Protocol::Ec2) {
+                    Protocol::Ec2
+                } else {
+                    Protocol::Query
+                };
+                return Ok(Resolved {
+                    service,
+                    operation,
+                    protocol,
+                    labels: Vec::new(),
+                });
             }
-            return Err(unknown(format!("Action={action}")));
         }
+        return Err(unknown(format!("Action={action}")));
     }
 
     // REST: method + URI template + required query keys and headers; most specific wins.
     let mut segments: Vec<&str> = path.split('/').skip(1).filter(|s| !s.is_empty()).collect();
-    let bucket = aws_host.and_then(|h| h.bucket.clone());
-    if let Some(bucket) = &bucket {
-        segments.insert(0, bucket.as_str());
+    if let Some(bucket) = bucket {
+        segments.insert(0, bucket);
     }
     let has_query = |key: &str, value: Option<&str>| {
         request
@@ -418,28 +521,6 @@ fn resolve<'t>(
         }
         None => Err(unknown(format!("{} {}", request.method, request.raw_path))),
     }
-}
-
-/// Whether an AWS host is an endpoint of `service` (signed as `signing`): its labels
-/// mention the service's endpoint prefix, its signing names or the scope's, as whole
-/// tokens in any order (`111122223333.data-kinesis`, `dynamodb-fips`, `maps.geo` for
-/// geo-maps, `s3express-control`); or it is an S3 host and the service is S3's.
-fn host_serves(host: &host::AwsHost, service: &Service, signing: &str) -> bool {
-    if host.s3 {
-        return service.signing == "s3";
-    }
-    // Legacy host names that predate the endpoint prefix.
-    const LEGACY: &[(&str, &str)] = &[("sqs", "queue")];
-    let legacy = LEGACY
-        .iter()
-        .filter(|(id, _)| *id == service.prefix)
-        .map(|(_, name)| *name);
-    let tokens: Vec<&str> = host.service_labels.split(['.', '-']).collect();
-    [service.prefix.as_str(), service.signing.as_str(), signing]
-        .into_iter()
-        .chain(service.signing_aliases.iter().map(String::as_str))
-        .chain(legacy)
-        .any(|name| !name.is_empty() && name.split(['.', '-']).all(|t| tokens.contains(&t)))
 }
 
 /// What a request body contributes: top-level scalar fields (JSON) or form pairs (query).
@@ -479,17 +560,34 @@ impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
 }
 
 impl Body {
-    fn parse(request: &Request<'_>, form: Vec<(String, String)>, protocol: Protocol) -> Self {
+    /// Read what the body says. A JSON or CBOR call's body must be one object (map) with
+    /// no key twice; a REST-JSON body that is not an object is a payload, not parameters.
+    fn parse(
+        request: &Request<'_>,
+        form: Vec<(String, String)>,
+        protocol: Protocol,
+    ) -> Result<Self, UnderstandError> {
         let mut body = Body::default();
         if request.body.is_empty() {
-            return body;
+            if protocol == Protocol::Query || protocol == Protocol::Ec2 {
+                body.params = form;
+            }
+            return Ok(body);
         }
+        let unreadable = |name: &'static str, why: String| UnderstandError::Body {
+            protocol: name,
+            why,
+        };
         match protocol {
             Protocol::Json | Protocol::RestJson => {
-                let Ok(TopLevel(fields)) = serde_json::from_slice::<TopLevel<'_>>(&request.body)
-                else {
-                    return body;
+                let fields = match serde_json::from_slice::<TopLevel<'_>>(&request.body) {
+                    Ok(TopLevel(fields)) => fields,
+                    Err(e) if protocol == Protocol::Json => {
+                        return Err(unreadable("JSON", format!("not one JSON object ({e})")));
+                    }
+                    Err(_) => return Ok(body),
                 };
+                ambiguity::unique_keys(fields.iter().map(|(k, _)| k.as_ref()), "the JSON body")?;
                 for (key, raw) in fields {
                     let text = raw.get();
                     match text.as_bytes().first() {
@@ -503,11 +601,14 @@ impl Body {
                             }
                         }
                         Some(b'{') if key == "RequestItems" => {
-                            if let Ok(TopLevel(tables)) = serde_json::from_str::<TopLevel<'_>>(text)
-                            {
-                                body.batch_tables
-                                    .extend(tables.into_iter().map(|(name, _)| name.into_owned()));
-                            }
+                            let TopLevel(tables) = serde_json::from_str::<TopLevel<'_>>(text)
+                                .map_err(|e| unreadable("JSON", format!("RequestItems: {e}")))?;
+                            ambiguity::unique_keys(
+                                tables.iter().map(|(k, _)| k.as_ref()),
+                                "RequestItems",
+                            )?;
+                            body.batch_tables
+                                .extend(tables.into_iter().map(|(name, _)| name.into_owned()));
                         }
                         _ => {
                             if let Some(value) = scalar(raw) {
@@ -518,9 +619,44 @@ impl Body {
                 }
             }
             Protocol::Query | Protocol::Ec2 => body.params = form,
-            Protocol::RestXml | Protocol::Cbor => {}
+            Protocol::Cbor => {
+                let value: ciborium::Value = ciborium::from_reader(request.body.as_ref())
+                    .map_err(|e| unreadable("RPCv2 CBOR", format!("not CBOR ({e})")))?;
+                let ciborium::Value::Map(entries) = value else {
+                    return Err(unreadable("RPCv2 CBOR", "not one CBOR map".into()));
+                };
+                let mut keys = Vec::with_capacity(entries.len());
+                for (key, value) in entries {
+                    let ciborium::Value::Text(key) = key else {
+                        return Err(unreadable("RPCv2 CBOR", "a map key is not text".into()));
+                    };
+                    let values = match value {
+                        ciborium::Value::Array(items) => items,
+                        other => vec![other],
+                    };
+                    for value in values {
+                        if let Some(value) = cbor_scalar(value) {
+                            body.params.push((key.clone(), value));
+                        }
+                    }
+                    keys.push(key);
+                }
+                ambiguity::unique_keys(keys.iter().map(String::as_str), "the CBOR body")?;
+            }
+            Protocol::RestXml => {}
         }
-        body
+        Ok(body)
+    }
+}
+
+/// A CBOR text, integer, float or boolean as text; `None` for anything else.
+fn cbor_scalar(value: ciborium::Value) -> Option<String> {
+    match value {
+        ciborium::Value::Text(text) => Some(text),
+        ciborium::Value::Integer(i) => Some(i128::from(i).to_string()),
+        ciborium::Value::Float(f) => Some(f.to_string()),
+        ciborium::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -535,7 +671,13 @@ fn scalar(raw: &RawValue) -> Option<String> {
 }
 
 /// Query parameters (less the SigV4 ones) then body fields, bounded in count and size.
-fn params(request: &Request<'_>, body: &Body) -> Vec<(String, String)> {
+/// A query or EC2 call reads its parameters from the URL and the form alike: no key may
+/// be given twice across both.
+fn params(
+    request: &Request<'_>,
+    body: &Body,
+    protocol: Protocol,
+) -> Result<Vec<(String, String)>, UnderstandError> {
     const SIGNING: &[&str] = &[
         "X-Amz-Algorithm",
         "X-Amz-Credential",
@@ -545,15 +687,19 @@ fn params(request: &Request<'_>, body: &Body) -> Vec<(String, String)> {
         "X-Amz-Signature",
         "X-Amz-Security-Token",
     ];
-    request
+    let all = request
         .query
         .iter()
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .filter(|(k, _)| !SIGNING.contains(k))
-        .chain(body.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .chain(body.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if protocol == Protocol::Query || protocol == Protocol::Ec2 {
+        ambiguity::unique_keys(all.clone().map(|(k, _)| k), "the query parameters")?;
+    }
+    Ok(all
         .take(MAX_PARAMS)
         .map(|(k, v)| (truncate(k), truncate(v)))
-        .collect()
+        .collect())
 }
 
 fn truncate(text: &str) -> String {
@@ -595,5 +741,17 @@ mod tests {
             Some("monitoring.cn-north-1.amazonaws.com.cn")
         );
         assert_eq!(host("no-such-service", "us-east-1"), None);
+        // The scope's region never makes a host of its own.
+        for region in [
+            "evil.example#",
+            "evil.example/",
+            "x.evil.example?",
+            "us-east-1.evil.example:443/",
+            "user@evil.example",
+            "compute-1",
+            "us-east-9",
+        ] {
+            assert_eq!(host("sqs", region), None, "{region}");
+        }
     }
 }

@@ -342,15 +342,49 @@ impl Pipeline {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
 
-        // How the body travels decides whether it is read now.
+        // The request as the agent signed it, body aside.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let head_headers = || -> Vec<(&str, &[u8])> {
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                .collect()
+        };
+
+        // 1. authenticate: who signed, from the headers, before any body is read.
+        let now = SystemTime::now();
+        let (agent, carries_call) = {
+            let head = AwsRequest::from_parts(parts.method.as_str(), &target, head_headers(), &[]);
+            let scope = Scope::of(&head)
+                .map_err(|e| refuse(403, "IncompleteSignature", format!("sigward: {e}")))?
+                .ok_or_else(|| {
+                    refuse(
+                        403,
+                        "MissingAuthenticationToken",
+                        "sigward: the request is not signed; sigward forwards only requests signed with an agent's key",
+                    )
+                })?;
+            *protocol = aws::protocol_hint(&head, Some(scope.service));
+            let agent = self.identify(&head, &scope, now)?;
+            (agent, aws::body_carries_call(scope.service))
+        };
+        record.agent.clone_from(&agent.name);
+
+        // How the body travels decides whether it is read now: whole when it carries the
+        // call (JSON, query, EC2, CBOR services), whatever its declared payload hash.
         let declared = parts
             .headers
             .get("x-amz-content-sha256")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mode = BodyMode::of(declared.as_deref(), &parts.headers)?;
+        let mode = BodyMode::of(declared.as_deref(), &parts.headers, carries_call)?;
         let (buffered, incoming): (Bytes, Option<Incoming>) = if mode == BodyMode::Buffer {
-            let limit = if declared.is_none() {
+            let limit = if declared.is_none() || carries_call {
                 MAX_BUFFERED
             } else {
                 MAX_BODY
@@ -362,7 +396,7 @@ impl Pipeline {
                         413,
                         "RequestEntityTooLarge",
                         format!(
-                            "sigward: the request body could not be read whole ({e}); bodies without x-amz-content-sha256 are limited to {MAX_BUFFERED} bytes"
+                            "sigward: the request body could not be read whole ({e}); bodies sigward must read are limited to {limit} bytes"
                         ),
                     ));
                 }
@@ -387,33 +421,13 @@ impl Pipeline {
             }
         }
 
-        // The request as the agent signed it.
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let headers: Vec<(&str, &[u8])> = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
-        let signed = AwsRequest::from_parts(parts.method.as_str(), &target, headers, &buffered);
-
-        // 1. authenticate
+        // The request as the agent signed it, body included; its signature verified.
+        let signed =
+            AwsRequest::from_parts(parts.method.as_str(), &target, head_headers(), &buffered);
         let scope = Scope::of(&signed)
-            .map_err(|e| refuse(403, "IncompleteSignature", format!("sigward: {e}")))?
-            .ok_or_else(|| {
-                refuse(
-                    403,
-                    "MissingAuthenticationToken",
-                    "sigward: the request is not signed; sigward forwards only requests signed with an agent's key",
-                )
-            })?;
-        *protocol = aws::protocol_hint(&signed, Some(scope.service));
-        let now = SystemTime::now();
-        let agent = self.identify(&signed, &scope, now)?;
-        record.agent.clone_from(&agent.name);
+            .ok()
+            .flatten()
+            .ok_or_else(|| refuse(500, "InternalFailure", "sigward: the scope changed"))?;
         if endpoint.verify_signatures {
             sigv4::verify(&signed, &scope, &agent.secret, now).map_err(|e| {
                 let status = if matches!(e, sigv4::VerifyError::Malformed(_)) {
@@ -455,7 +469,11 @@ impl Pipeline {
                 *value = host.as_bytes();
             }
         }
-        let view = view.with_decoded_body();
+        let view = if incoming.is_some() {
+            view.with_unread_body("it is streamed to the upstream")
+        } else {
+            view.with_decoded_body()
+        };
         let (mut facet, understood_protocol) = aws::understand_call(&view, &endpoint.accounts)
             .map_err(|e| refuse(400, "InvalidRequest", format!("sigward: {e}")))?;
         *protocol = understood_protocol;
@@ -647,7 +665,12 @@ enum BodyMode {
 }
 
 impl BodyMode {
-    fn of(declared: Option<&str>, headers: &HeaderMap) -> Result<Self, Refusal> {
+    /// `carries_call`: the body names the operation and its resources, so it is read.
+    fn of(
+        declared: Option<&str>,
+        headers: &HeaderMap,
+        carries_call: bool,
+    ) -> Result<Self, Refusal> {
         let length = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -659,6 +682,9 @@ impl BodyMode {
             .any(|v| v.to_str().is_ok_and(|v| v.contains("aws-chunked")));
         Ok(match declared {
             None => BodyMode::Buffer,
+            Some(hash) if carries_call && (is_sha256(hash) || hash == "UNSIGNED-PAYLOAD") => {
+                BodyMode::Buffer
+            }
             Some("STREAMING-AWS4-HMAC-SHA256-PAYLOAD") => BodyMode::Chunked { trailer: false },
             Some("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER") => {
                 BodyMode::Chunked { trailer: true }

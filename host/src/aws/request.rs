@@ -1,13 +1,20 @@
 //! One HTTP/1.1 request as it arrives after TLS termination, parsed into the parts the
 //! facet is built from. Bodies are decoded only as far as understanding needs: chunked
 //! framing removed, gzip inflated (bounded); aws-chunked payloads (S3 uploads) are left
-//! as they are, since nothing in an S3 facet comes from the object's bytes.
+//! as they are, since nothing in an S3 facet comes from the object's bytes. A body that
+//! is not inspected says why ([`Unread`]): for the protocols whose body names the
+//! operation and its resources, understanding refuses such a request rather than judge
+//! it as if the body were empty.
 
 use std::borrow::Cow;
 use std::io::Read as _;
 
-/// Requests larger than this are not parsed for parameters (the facet still builds).
+/// Bodies up to this size are read whole even when they are S3's and could stream
+/// (small uploads are understood from their bytes like any other call).
 pub const MAX_BODY: usize = 1 << 20;
+/// The largest body understanding parses (after gzip): DynamoDB takes 16 MB requests,
+/// and SQS's 1 MiB messages grow when form-encoded. A larger body is not inspected.
+pub const MAX_UNDERSTOOD_BODY: usize = 24 << 20;
 const MAX_HEADERS: usize = 128;
 
 /// A parsed request, borrowing from the bytes it was parsed from: understanding a
@@ -23,8 +30,27 @@ pub struct Request<'a> {
     pub query: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// Raw header values: most are never read, so UTF-8 is checked only on access.
     pub headers: Vec<(&'a str, &'a [u8])>,
-    /// The body with transfer and gzip encodings removed (empty if too large to inspect).
+    /// The body with transfer and gzip encodings removed (empty if not inspected).
     pub body: Cow<'a, [u8]>,
+    /// Why the body was not inspected, if it was not.
+    pub unread: Option<Unread>,
+}
+
+/// Why a request's body is not in [`Request::body`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unread {
+    #[error("the body is aws-chunked")]
+    AwsChunked,
+    #[error("the body is larger than {MAX_UNDERSTOOD_BODY} bytes")]
+    TooLarge,
+    #[error("the gzip body does not inflate to at most {MAX_UNDERSTOOD_BODY} bytes")]
+    Gzip,
+    #[error("the body's Content-Encoding {0:?} is not one sigward decodes")]
+    Encoding(String),
+    #[error("the body is {got} bytes where Content-Length says {declared}")]
+    Truncated { declared: usize, got: usize },
+    #[error("the body streams past sigward ({0})")]
+    Streamed(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +90,7 @@ impl<'a> Request<'a> {
             query,
             headers,
             body: Cow::Borrowed(&[]),
+            unread: None,
         };
         request.body = request.decode_body(&bytes[head_len..])?;
         Ok(request)
@@ -87,6 +114,7 @@ impl<'a> Request<'a> {
             query: decode_query(raw_query),
             headers,
             body: Cow::Borrowed(body),
+            unread: None,
         }
     }
 
@@ -94,8 +122,45 @@ impl<'a> Request<'a> {
     /// aws-chunked or oversized bodies not inspected).
     pub fn with_decoded_body(mut self) -> Self {
         let body = std::mem::take(&mut self.body);
+        if self.unread.is_none()
+            && let Some(declared) = self.content_length()
+            && declared != body.len()
+            && !self.is_transfer_chunked()
+        {
+            self.unread = Some(Unread::Truncated {
+                declared,
+                got: body.len(),
+            });
+            return self;
+        }
         self.body = self.decode_content(body);
         self
+    }
+
+    /// The request with its body marked as not read (it streams instead).
+    pub fn with_unread_body(mut self, why: &'static str) -> Self {
+        self.body = Cow::Borrowed(&[]);
+        self.unread = Some(Unread::Streamed(why));
+        self
+    }
+
+    /// Whether the request carries a body at all (read or not).
+    pub fn has_body(&self) -> bool {
+        !self.body.is_empty()
+            || self.is_transfer_chunked()
+            || self.content_length().is_some_and(|l| l > 0)
+    }
+
+    fn content_length(&self) -> Option<usize> {
+        self.header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+    }
+
+    fn is_transfer_chunked(&self) -> bool {
+        self.header("transfer-encoding").is_some_and(|te| {
+            te.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
+        })
     }
 
     /// The first value of a header (any case), if it is UTF-8.
@@ -127,43 +192,65 @@ impl<'a> Request<'a> {
             .into_owned()
     }
 
-    fn decode_body(&self, rest: &'a [u8]) -> Result<Cow<'a, [u8]>, RequestError> {
-        let chunked = self.header("transfer-encoding").is_some_and(|te| {
-            te.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("chunked"))
-        });
-        let body: Cow<'a, [u8]> = if chunked {
+    fn decode_body(&mut self, rest: &'a [u8]) -> Result<Cow<'a, [u8]>, RequestError> {
+        let body: Cow<'a, [u8]> = if self.is_transfer_chunked() {
             Cow::Owned(dechunk(rest)?)
         } else {
-            let len = self
-                .header("content-length")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(rest.len());
-            Cow::Borrowed(&rest[..len.min(rest.len())])
+            let len = self.content_length().unwrap_or(rest.len());
+            if len > rest.len() {
+                self.unread = Some(Unread::Truncated {
+                    declared: len,
+                    got: rest.len(),
+                });
+                return Ok(Cow::Borrowed(&[]));
+            }
+            Cow::Borrowed(&rest[..len])
         };
         Ok(self.decode_content(body))
     }
 
-    /// Remove content encodings understanding can see through: gzip is inflated
-    /// (bounded); an aws-chunked or oversized body is not inspected (empty).
-    fn decode_content(&self, body: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
-        let encodings = self.header("content-encoding").unwrap_or_default();
-        let has = |name: &str| {
-            encodings
-                .split(',')
-                .any(|e| e.trim().eq_ignore_ascii_case(name))
-        };
-        if has("aws-chunked") || body.len() > MAX_BODY {
+    /// Remove content encodings understanding can see through: one gzip layer is
+    /// inflated (bounded). An aws-chunked, oversized or otherwise encoded body is not
+    /// inspected: it is left empty and [`Request::unread`] says why.
+    fn decode_content(&mut self, body: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
+        let mut gzip = false;
+        for encoding in self
+            .header("content-encoding")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let unread = if encoding.eq_ignore_ascii_case("aws-chunked") {
+                Some(Unread::AwsChunked)
+            } else if encoding.eq_ignore_ascii_case("gzip") && !gzip {
+                gzip = true;
+                None
+            } else if encoding.eq_ignore_ascii_case("identity") {
+                None
+            } else {
+                Some(Unread::Encoding(encoding.to_string()))
+            };
+            if unread.is_some() {
+                self.unread = unread;
+                return Cow::Borrowed(&[]);
+            }
+        }
+        if body.len() > MAX_UNDERSTOOD_BODY {
+            self.unread = Some(Unread::TooLarge);
             return Cow::Borrowed(&[]);
         }
-        if has("gzip") {
+        if gzip {
             let mut inflated = Vec::new();
-            // A bounded read: a gzip bomb stops at MAX_BODY and is then not inspected.
+            // A bounded read: a gzip bomb stops at the limit and is then not inspected.
             let read = flate2::read::GzDecoder::new(body.as_ref())
-                .take(MAX_BODY as u64 + 1)
+                .take(MAX_UNDERSTOOD_BODY as u64 + 1)
                 .read_to_end(&mut inflated);
-            let keep = read.is_ok() && inflated.len() <= MAX_BODY;
-            return Cow::Owned(if keep { inflated } else { Vec::new() });
+            if read.is_err() || inflated.len() > MAX_UNDERSTOOD_BODY {
+                self.unread = Some(Unread::Gzip);
+                return Cow::Borrowed(&[]);
+            }
+            return Cow::Owned(inflated);
         }
         body
     }
@@ -207,7 +294,7 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, RequestError> {
                 "a chunk of {size} bytes is cut short"
             )));
         }
-        if body.len() + size <= MAX_BODY + 1 {
+        if body.len() + size <= MAX_UNDERSTOOD_BODY + 1 {
             body.extend_from_slice(&rest[..size]);
         }
         rest = &rest[size + 2..];

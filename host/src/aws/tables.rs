@@ -7,6 +7,8 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
+use super::host::HostTemplate;
+
 /// The generated data: a header line, then one JSON object per service.
 const SERVICES: &str = include_str!("services.jsonl");
 
@@ -44,6 +46,9 @@ pub struct Service {
     pub target: String,
     /// The host of its partition-wide endpoint, if it has one (`iam.amazonaws.com`).
     pub global: String,
+    /// Its endpoint host forms (from AWS's endpoint rules), each also with every host
+    /// prefix its operations add (`data-` for Cloud Map's DiscoverInstances).
+    pub hosts: Vec<HostTemplate>,
     pub operations: Vec<Operation>,
     by_name: HashMap<String, usize>,
     /// REST operations by HTTP method, most specific template first.
@@ -60,6 +65,8 @@ pub struct Operation {
     /// Headers (lowercase) it requires (`x-amz-copy-source` for CopyObject).
     pub required_headers: Vec<String>,
     pub iam_action: String,
+    /// What the operation puts before the service's host (`data-`, `{graphIdentifier}.`).
+    pub host_prefix: String,
     /// Replaced by another operation that sends the same request (S3's GetBucketLifecycle):
     /// loses every tie.
     pub deprecated: bool,
@@ -191,6 +198,8 @@ pub struct Tables {
     by_prefix: HashMap<String, Vec<usize>>,
     pub generated_from: String,
     pub operation_count: usize,
+    /// The regions of the partitions sigward serves (aws, aws-cn, aws-us-gov), sorted.
+    pub regions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +207,7 @@ struct Header {
     generated_from: String,
     services: usize,
     operations: usize,
+    regions: Vec<String>,
 }
 
 /// name, method, URI template, required query keys, required headers, IAM action,
@@ -225,6 +235,7 @@ struct RawService {
     target: String,
     #[serde(default)]
     global: String,
+    hosts: Vec<String>,
     ops: Vec<RawOperation>,
 }
 
@@ -250,6 +261,11 @@ impl Tables {
             by_target: HashMap::new(),
             by_prefix: HashMap::new(),
             generated_from: header.generated_from,
+            regions: {
+                let mut regions = header.regions;
+                regions.sort();
+                regions
+            },
             operation_count: services.iter().map(|s| s.operations.len()).sum(),
             services,
         };
@@ -301,6 +317,13 @@ impl Tables {
     pub fn by_prefix(&self, prefix: &str) -> &[usize] {
         self.by_prefix.get(prefix).map_or(&[], Vec::as_slice)
     }
+
+    /// Whether `region` is a region of a partition sigward serves.
+    pub fn is_region(&self, region: &str) -> bool {
+        self.regions
+            .binary_search_by(|r| r.as_str().cmp(region))
+            .is_ok()
+    }
 }
 
 impl Operation {
@@ -343,9 +366,10 @@ impl Service {
                     required_query,
                     required_headers,
                     iam_action,
-                    _host_prefix,
+                    host_prefix,
                     deprecated,
                 )| Operation {
+                    host_prefix,
                     template: Template::parse(&uri),
                     name,
                     method,
@@ -376,7 +400,20 @@ impl Service {
                 )
             });
         }
+        let mut prefixes: Vec<&str> = operations.iter().map(|o| o.host_prefix.as_str()).collect();
+        prefixes.push("");
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        let hosts = prefixes
+            .iter()
+            .flat_map(|prefix| {
+                raw.hosts
+                    .iter()
+                    .map(move |form| HostTemplate::parse(&format!("{prefix}{form}")))
+            })
+            .collect();
         Service {
+            hosts,
             id: raw.id,
             signing: raw.signing,
             signing_aliases: raw.signing_aliases,
@@ -397,6 +434,12 @@ impl Service {
 
     pub fn speaks(&self, protocol: Protocol) -> bool {
         self.protocols.contains(&protocol)
+    }
+
+    /// If `host` (lower case, no port) is one of this service's endpoints: the region
+    /// it names, if any.
+    pub fn endpoint_region<'h>(&self, host: &'h str) -> Option<Option<&'h str>> {
+        self.hosts.iter().find_map(|form| form.matches(host))
     }
 
     pub fn is_rest(&self) -> bool {

@@ -106,15 +106,26 @@ impl Upstream {
         Ok(Self { client, base })
     }
 
-    /// The URI a request for `host` (an authority, `host[:port]`) and `path_and_query` goes to.
+    /// The URI a request for `host` (an authority, `host[:port]`) and `path_and_query` goes
+    /// to, built from its parts: a host is one authority, never more of a URL.
     pub fn uri(&self, host: &str, path_and_query: &str) -> Result<Uri, ForwardError> {
+        let bad = || ForwardError::Url(format!("{host} {path_and_query}"));
         let (scheme, authority) = match &self.base {
-            Some((scheme, authority)) => (scheme.as_str(), authority.as_str()),
-            None => ("https", host),
+            Some((scheme, authority)) => (scheme.clone(), authority.clone()),
+            None => {
+                let authority: http::uri::Authority = host.parse().map_err(|_| bad())?;
+                if authority.as_str().contains('@') {
+                    return Err(bad());
+                }
+                (http::uri::Scheme::HTTPS, authority)
+            }
         };
-        format!("{scheme}://{authority}{path_and_query}")
-            .parse()
-            .map_err(|_| ForwardError::Url(format!("{scheme}://{authority}{path_and_query}")))
+        Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| bad())
     }
 
     /// Send one request; the response body streams.

@@ -133,7 +133,7 @@ fn facet_command_explains_what_it_cannot_understand() {
     let cases: [(&[u8], &str); 5] = [
         (
             b"GET / HTTP/1.1\r\nHost: ec2.us-east-1.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n",
-            "credential scope service s3 does not match host ec2.us-east-1.amazonaws.com",
+            "host \"ec2.us-east-1.amazonaws.com\" is not an endpoint of any service signing as \"s3\"",
         ),
         (
             b"PATCH /bucket HTTP/1.1\r\nHost: s3.us-east-1.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n",
@@ -175,7 +175,7 @@ fn facet_command_explains_what_it_cannot_understand() {
 #[test]
 fn a_json_target_must_belong_to_the_host_it_is_sent_to() {
     // DynamoDB Streams' target sent to the DynamoDB host (both sign as "dynamodb").
-    let request = b"POST / HTTP/1.1\r\nHost: dynamodb.us-east-1.amazonaws.com\r\nX-Amz-Target: DynamoDBStreams_20120810.ListStreams\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: 2\r\n\r\n{}";
+    let request = b"POST / HTTP/1.1\r\nHost: dynamodb.us-east-1.amazonaws.com\r\nX-Amz-Target: DynamoDBStreams_20120810.ListStreams\r\nContent-Type: application/x-amz-json-1.0\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: 2\r\n\r\n{}";
     let error = understand_bytes(request, &AccountNames::default()).expect_err("wrong host");
     assert!(
         error.to_string().contains("unknown operation for dynamodb"),

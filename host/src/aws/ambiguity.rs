@@ -1,0 +1,260 @@
+//! What makes a request mean more than one thing. sigward judges a call from the bytes
+//! it received; AWS acts on the same bytes. Wherever two readers could pick different
+//! readings — a repeated header, an operation named twice, a body whose media type says
+//! one protocol while its selector says another — the request is refused here, before
+//! any reading is judged. Real SDKs send none of these shapes, so refusing them costs
+//! nothing legitimate.
+
+use super::UnderstandError;
+use super::request::Request;
+
+/// Headers that may legitimately repeat: they select no operation and no resource.
+const REPEATABLE: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "forwarded",
+    "via",
+    "x-forwarded-for",
+];
+
+/// The body's media type, as far as understanding cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    None,
+    Form,
+    Json,
+    Cbor,
+    Other,
+    /// Not one media type (`a/b, c/d`, `nonsense`): what a JSON, query or CBOR call's
+    /// body is cannot be told, so such a call is refused.
+    Invalid,
+}
+
+fn ambiguous(why: String) -> UnderstandError {
+    UnderstandError::Ambiguous(why)
+}
+
+/// Every header appears at most once (but for the few in [`REPEATABLE`]), and every
+/// header value is text: a second `X-Amz-Target`, `Content-Type` or `Host`, or a value
+/// sigward cannot read, is a second possible meaning.
+pub fn check_headers(request: &Request<'_>) -> Result<(), UnderstandError> {
+    for (i, (name, value)) in request.headers.iter().enumerate() {
+        if std::str::from_utf8(value).is_err() {
+            return Err(ambiguous(format!("header {name} is not UTF-8 text")));
+        }
+        if REPEATABLE.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+            continue;
+        }
+        if request.headers[..i]
+            .iter()
+            .any(|(earlier, _)| earlier.eq_ignore_ascii_case(name))
+        {
+            return Err(ambiguous(format!(
+                "header {} appears more than once",
+                name.to_ascii_lowercase()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The media type of the body, read strictly and ignoring case: one `type/subtype`,
+/// optionally followed by `;` parameters. Anything else (a list of types) is
+/// [`Media::Invalid`]: REST calls carry user content types, the other protocols refuse it.
+pub fn media(request: &Request<'_>) -> Media {
+    let Some(value) = request.header("content-type") else {
+        return Media::None;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let (kind, subtype) = essence.split_once('/').unwrap_or((essence, ""));
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    if !token(kind) || !token(subtype) || value.contains(',') {
+        return Media::Invalid;
+    }
+    let essence = essence.to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => Media::Form,
+        "application/x-amz-json-1.0" | "application/x-amz-json-1.1" | "application/json" => {
+            Media::Json
+        }
+        "application/cbor" => Media::Cbor,
+        _ => Media::Other,
+    }
+}
+
+/// The operation a query-protocol request names with `Action`: in the URL query or the
+/// form body, spelled exactly so, once. `X-Amz-Target` beside any `Action` is refused.
+pub fn action<'r>(
+    request: &'r Request<'_>,
+    form: &'r [(String, String)],
+) -> Result<Option<&'r str>, UnderstandError> {
+    let in_query = request
+        .query
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("action"))
+        .map(|(k, v)| (k.as_ref(), v.as_ref()));
+    let in_form = form
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("action"))
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let query_count = in_query.clone().count();
+    let all: Vec<(&str, &str)> = in_query.chain(in_form).collect();
+    if all.is_empty() {
+        return Ok(None);
+    }
+    if request.header("x-amz-target").is_some() {
+        return Err(ambiguous(
+            "X-Amz-Target and an Action parameter name the operation twice".into(),
+        ));
+    }
+    if query_count > 0 && query_count < all.len() {
+        return Err(ambiguous(
+            "Action is in both the URL query and the form body".into(),
+        ));
+    }
+    if all.len() > 1 {
+        return Err(ambiguous(format!(
+            "Action appears {} times ({})",
+            all.len(),
+            all.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let (key, value) = all[0];
+    if key != "Action" {
+        return Err(ambiguous(format!(
+            "the operation parameter is spelled {key:?}, not \"Action\""
+        )));
+    }
+    Ok(Some(value))
+}
+
+/// No key twice, ignoring case: a reader that takes the first and one that takes the
+/// last would judge and run different calls.
+pub fn unique_keys<'k>(
+    keys: impl IntoIterator<Item = &'k str>,
+    what: &str,
+) -> Result<(), UnderstandError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for key in keys {
+        if let Some(earlier) = seen.iter().find(|s| s.eq_ignore_ascii_case(key)) {
+            let detail = if *earlier == key {
+                format!("{what} has the key {key:?} twice")
+            } else {
+                format!("{what} has the keys {earlier:?} and {key:?}")
+            };
+            return Err(ambiguous(detail));
+        }
+        seen.push(key);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(head: &str) -> Vec<u8> {
+        format!("{head}\r\n\r\n").into_bytes()
+    }
+
+    #[test]
+    fn repeated_headers_are_refused_unless_harmless() {
+        for (head, refused) in [
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nX-Amz-Target: a\r\nx-amz-target: b",
+                true,
+            ),
+            ("POST / HTTP/1.1\r\nHost: a\r\nHost: b", true),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\nContent-type: c/d",
+                true,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nAccept: a/b\r\nAccept: c/d",
+                false,
+            ),
+            ("POST / HTTP/1.1\r\nHost: a\r\nX-Amz-Target: a", false),
+        ] {
+            let bytes = request(head);
+            let parsed = Request::parse(&bytes).expect("parse");
+            assert_eq!(check_headers(&parsed).is_err(), refused, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn media_types_are_read_ignoring_case_and_lists_are_refused() {
+        for (value, want) in [
+            (
+                "application/x-www-form-urlencoded; charset=utf-8",
+                Some(Media::Form),
+            ),
+            ("APPLICATION/X-WWW-FORM-URLENCODED", Some(Media::Form)),
+            ("Application/X-Amz-Json-1.0", Some(Media::Json)),
+            ("application/cbor", Some(Media::Cbor)),
+            ("text/xml", Some(Media::Other)),
+            (
+                "application/x-amz-json-1.0, application/x-www-form-urlencoded",
+                None,
+            ),
+            ("application/x-www-form-urlencoded,", None),
+            ("", None),
+            ("nonsense", None),
+        ] {
+            let bytes = request(&format!("POST / HTTP/1.1\r\nContent-Type: {value}"));
+            let parsed = Request::parse(&bytes).expect("parse");
+            assert_eq!(media(&parsed), want.unwrap_or(Media::Invalid), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_operation_is_named_once() {
+        let form = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        let parse = |head: &str| request(head);
+        let plain = parse("POST /?Action=DescribeInstances HTTP/1.1\r\nHost: a");
+        let plain = Request::parse(&plain).expect("parse");
+        assert_eq!(
+            action(&plain, &[]).expect("one action"),
+            Some("DescribeInstances")
+        );
+        assert!(action(&plain, &form(&[("Action", "DescribeInstances")])).is_err());
+        assert!(action(&plain, &form(&[("Action", "TerminateInstances")])).is_err());
+
+        let none = parse("POST / HTTP/1.1\r\nHost: a");
+        let none = Request::parse(&none).expect("parse");
+        assert_eq!(
+            action(&none, &form(&[("Action", "ListUsers")])).expect("one"),
+            Some("ListUsers")
+        );
+        assert!(
+            action(
+                &none,
+                &form(&[("Action", "ListUsers"), ("Action", "CreateUser")])
+            )
+            .is_err()
+        );
+        assert!(action(&none, &form(&[("action", "CreateUser")])).is_err());
+
+        let target = parse("POST / HTTP/1.1\r\nHost: a\r\nX-Amz-Target: AmazonSQS.ListQueues");
+        let target = Request::parse(&target).expect("parse");
+        assert_eq!(action(&target, &[]).expect("no action"), None);
+        assert!(action(&target, &form(&[("Action", "DeleteQueue")])).is_err());
+    }
+
+    #[test]
+    fn keys_are_unique_ignoring_case() {
+        assert!(unique_keys(["TableName", "Key"], "the body").is_ok());
+        assert!(unique_keys(["TableName", "TableName"], "the body").is_err());
+        assert!(unique_keys(["TableName", "tablename"], "the body").is_err());
+    }
+}
