@@ -172,6 +172,24 @@ impl<'a> Request<'a> {
         std::str::from_utf8(value).ok().map(str::trim)
     }
 
+    /// Every value of a header (any case), trimmed and joined with `,` as SigV4's
+    /// canonical request has them; `None` if absent or a value is not UTF-8.
+    pub fn header_joined(&self, name: &str) -> Option<Cow<'a, str>> {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| std::str::from_utf8(v).ok().map(str::trim));
+        let first = values.next()??;
+        let mut joined: Option<String> = None;
+        for value in values {
+            let text = joined.get_or_insert_with(|| first.to_string());
+            text.push(',');
+            text.push_str(value?);
+        }
+        Some(joined.map_or(Cow::Borrowed(first), Cow::Owned))
+    }
+
     /// The first value of a query parameter.
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query

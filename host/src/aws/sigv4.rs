@@ -131,18 +131,20 @@ pub fn verify_with(
     let signed_at = parse_amz_date(amz_date)?;
     check_time(signed_at, now, settings.expires_in)?;
 
-    // Exactly the headers the agent signed, with the values it sent; x-amz-date is
-    // supplied by the signer from the signing time.
-    let mut headers: Vec<(&str, &str)> = Vec::new();
+    // Exactly the headers the agent signed, with the values it sent (a repeated header's
+    // values joined, as AWS canonicalises them); x-amz-date is supplied by the signer
+    // from the signing time.
+    let mut values: Vec<(&str, Cow<'_, str>)> = Vec::new();
     for name in signed_headers
         .split(';')
         .filter(|n| !n.is_empty() && *n != "x-amz-date")
     {
         let value = request
-            .header(name)
+            .header_joined(name)
             .ok_or_else(|| VerifyError::Malformed(format!("signed header {name} is missing")))?;
-        headers.push((name, value));
+        values.push((name, value));
     }
+    let headers: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_ref())).collect();
     let payload_hash = request.header("x-amz-content-sha256");
 
     if signer == Signer::Fast

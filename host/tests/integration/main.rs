@@ -1,11 +1,13 @@
 //! Integration tests of the sigward binary and library, against real policy components
 //! compiled from `policies/` by the host's build script. One binary, one module per area.
 
+mod ambiguity;
 mod approvals;
 mod authorizer;
 mod browser;
 mod cli;
 mod delivery;
+mod differential;
 mod e2e;
 mod engine;
 mod errors;

@@ -27,14 +27,14 @@ const ROLE_SECRET: &str = "verifier-role-secret";
 
 /// A request as the upstream received it: head and de-framed body.
 #[derive(Debug, Clone)]
-struct Recorded {
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Recorded {
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
     complete: bool,
 }
 
 impl Recorded {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|l| {
             let (n, v) = l.split_once(':')?;
             n.trim()
@@ -45,14 +45,14 @@ impl Recorded {
 }
 
 #[derive(Default)]
-struct Upstream {
-    recorded: Mutex<Vec<Recorded>>,
+pub(crate) struct Upstream {
+    pub(crate) recorded: Mutex<Vec<Recorded>>,
     assume_roles: AtomicUsize,
 }
 
 /// Serve on 127.0.0.1 until the process ends; answers AssumeRole slowly (so concurrent
 /// callers overlap) and everything else with 200.
-fn start_upstream() -> (Arc<Upstream>, String) {
+pub(crate) fn start_upstream() -> (Arc<Upstream>, String) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let state = Arc::new(Upstream::default());
@@ -203,7 +203,7 @@ fn send_to(ca: &std::path::Path, url: &str, request: &[u8]) -> String {
 }
 
 /// A TLS connection to sigward's direct listener at `url`, trusting only its `ca`.
-fn tls_to(
+pub(crate) fn tls_to(
     ca: &std::path::Path,
     url: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
