@@ -141,13 +141,34 @@ pub fn understand_call(
     } else {
         Vec::new()
     };
-    let action = ambiguity::action(request, &form)?;
     let (candidates, host_region) = endpoint_services(&signing, aws_host.as_ref())?;
+    // `Action` selects the operation of query and EC2 services; beside a JSON target it
+    // is a second selector. Elsewhere it is an ordinary parameter (OpenSearch's
+    // `?action=` filter).
+    let action = if request.header("x-amz-target").is_some()
+        || candidates
+            .iter()
+            .any(|s| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2))
+    {
+        ambiguity::action(request, &form)?
+    } else {
+        None
+    };
     if let Some(h) = &aws_host {
         check_region(&region, h, host_region.as_deref())?;
     }
     let bucket = aws_host.as_ref().and_then(|h| h.bucket.as_deref());
     let resolved = resolve(request, action, &signing, &candidates, bucket)?;
+    ambiguity::check_query(
+        request,
+        resolved
+            .operation
+            .template
+            .query
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(resolved.operation.required_query.iter().map(String::as_str)),
+    )?;
     let service = resolved.service;
     let operation = resolved.operation;
     check_body(request, media, &resolved)?;
@@ -460,10 +481,8 @@ fn resolve<'t>(
     }
 
     // Query and EC2 protocols: Action=<Operation> in the query or the form body.
-    let speaks_query = |s: &&&Service| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2);
-    if let Some(action) = action
-        && candidates.iter().any(|s| speaks_query(&s))
-    {
+    if let Some(action) = action {
+        let speaks_query = |s: &&&Service| s.speaks(Protocol::Query) || s.speaks(Protocol::Ec2);
         for service in candidates.iter().filter(speaks_query) {
             if let Some(operation) = service.operation(action) {
                 let protocol = if service.speaks(Protocol::Ec2) {

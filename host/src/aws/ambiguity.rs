@@ -60,6 +60,39 @@ pub fn check_headers(request: &Request<'_>) -> Result<(), UnderstandError> {
     Ok(())
 }
 
+/// No query parameter that selects something is given twice: SigV4's own (`X-Amz-*`:
+/// which credential, which signature) and, for a REST call, the keys its operation's
+/// template and required members name (`uploadId`, `list-type`, `uploads`…). Other
+/// REST query keys may repeat: that is how REST list parameters are sent.
+pub fn check_query<'k>(
+    request: &Request<'_>,
+    selecting: impl IntoIterator<Item = &'k str>,
+) -> Result<(), UnderstandError> {
+    let count = |key: &str| {
+        request
+            .query
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+            .count()
+    };
+    for (key, _) in &request.query {
+        let lower = key.to_ascii_lowercase();
+        if lower.starts_with("x-amz-") && count(key) > 1 {
+            return Err(ambiguous(format!(
+                "query parameter {key} appears more than once"
+            )));
+        }
+    }
+    for key in selecting {
+        if count(key) > 1 {
+            return Err(ambiguous(format!(
+                "query parameter {key} appears more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The media type of the body, read strictly and ignoring case: one `type/subtype`,
 /// optionally followed by `;` parameters. Anything else (a list of types) is
 /// [`Media::Invalid`]: REST calls carry user content types, the other protocols refuse it.
@@ -249,6 +282,21 @@ mod tests {
         let target = Request::parse(&target).expect("parse");
         assert_eq!(action(&target, &[]).expect("no action"), None);
         assert!(action(&target, &form(&[("Action", "DeleteQueue")])).is_err());
+    }
+
+    #[test]
+    fn selecting_query_parameters_are_given_once() {
+        let parse = |target: &str| request(&format!("GET {target} HTTP/1.1\r\nHost: a"));
+        let twice = parse("/b?list-type=2&list-type=1");
+        let twice = Request::parse(&twice).expect("parse");
+        assert!(check_query(&twice, ["list-type"]).is_err());
+        assert!(check_query(&twice, ["prefix"]).is_ok());
+        let signed = parse("/b/k?X-Amz-Credential=a&x-amz-credential=b");
+        let signed = Request::parse(&signed).expect("parse");
+        assert!(check_query(&signed, []).is_err());
+        let list = parse("/things?id=1&id=2");
+        let list = Request::parse(&list).expect("parse");
+        assert!(check_query(&list, ["kind"]).is_ok());
     }
 
     #[test]

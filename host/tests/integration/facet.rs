@@ -187,3 +187,16 @@ fn a_json_target_must_belong_to_the_host_it_is_sent_to() {
         understand_bytes(streams.as_bytes(), &AccountNames::default()).expect("streams host");
     assert_eq!(facet.action, "ListStreams");
 }
+
+#[test]
+fn an_action_query_parameter_of_a_rest_service_is_a_parameter() {
+    // OpenSearch's ListDomainMaintenances filters with `?action=`: not a selector there.
+    let request = b"GET /2021-01-01/opensearch/domain/d/domainMaintenances?action=REBOOT_NODE HTTP/1.1\r\nHost: es.us-east-1.amazonaws.com\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA111111111111XXXX/20261122/us-east-1/es/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n";
+    let facet = understand_bytes(request, &AccountNames::default()).expect("understood");
+    assert_eq!(facet.action, "ListDomainMaintenances");
+    assert!(
+        facet
+            .params
+            .contains(&("action".into(), "REBOOT_NODE".into()))
+    );
+}
