@@ -219,7 +219,10 @@ fn match_parts<'h>(
                 .bytes()
                 .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
                 .count();
-            (1..=run).rev().find_map(|len| {
+            // A region and an account are whole labels in every form; a label part may
+            // share its label with literal text (`{label}-kinesis`).
+            let shortest = if matches!(part, Part::Label) { 1 } else { run };
+            (shortest.max(1)..=run).rev().find_map(|len| {
                 let (value, after) = host.split_at(len);
                 let region = match part {
                     Part::Region if !is_region(value) => return None,
