@@ -639,8 +639,12 @@ impl Body {
             }
             Protocol::Query | Protocol::Ec2 => body.params = form,
             Protocol::Cbor => {
-                let value: ciborium::Value = ciborium::from_reader(request.body.as_ref())
+                let mut cursor = std::io::Cursor::new(request.body.as_ref());
+                let value: ciborium::Value = ciborium::from_reader(&mut cursor)
                     .map_err(|e| unreadable("RPCv2 CBOR", format!("not CBOR ({e})")))?;
+                if cursor.position() != request.body.len() as u64 {
+                    return Err(unreadable("RPCv2 CBOR", "bytes follow the CBOR map".into()));
+                }
                 let ciborium::Value::Map(entries) = value else {
                     return Err(unreadable("RPCv2 CBOR", "not one CBOR map".into()));
                 };

@@ -19,6 +19,13 @@ const REPEATABLE: &[&str] = &[
     "x-forwarded-for",
 ];
 
+/// Headers some HTTP stacks read as the method: the request would have two.
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// The body's media type, as far as understanding cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Media {
@@ -41,6 +48,15 @@ fn ambiguous(why: String) -> UnderstandError {
 /// sigward cannot read, is a second possible meaning.
 pub fn check_headers(request: &Request<'_>) -> Result<(), UnderstandError> {
     for (i, (name, value)) in request.headers.iter().enumerate() {
+        if METHOD_OVERRIDES
+            .iter()
+            .any(|o| name.eq_ignore_ascii_case(o))
+        {
+            return Err(ambiguous(format!(
+                "header {} asks for another method than the request's",
+                name.to_ascii_lowercase()
+            )));
+        }
         if std::str::from_utf8(value).is_err() {
             return Err(ambiguous(format!("header {name} is not UTF-8 text")));
         }
@@ -108,6 +124,19 @@ pub fn media(request: &Request<'_>) -> Media {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     if !token(kind) || !token(subtype) || value.contains(',') {
+        return Media::Invalid;
+    }
+    // sigward reads bodies as UTF-8; a body in another charset would read differently.
+    let other_charset = value.split(';').skip(1).any(|param| {
+        param.split_once('=').is_some_and(|(name, charset)| {
+            name.trim().eq_ignore_ascii_case("charset")
+                && !charset
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("utf-8")
+        })
+    });
+    if other_charset {
         return Media::Invalid;
     }
     let essence = essence.to_ascii_lowercase();
@@ -213,6 +242,10 @@ mod tests {
                 false,
             ),
             ("POST / HTTP/1.1\r\nHost: a\r\nX-Amz-Target: a", false),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: DELETE",
+                true,
+            ),
         ] {
             let bytes = request(head);
             let parsed = Request::parse(&bytes).expect("parse");
@@ -230,6 +263,12 @@ mod tests {
             ("APPLICATION/X-WWW-FORM-URLENCODED", Some(Media::Form)),
             ("Application/X-Amz-Json-1.0", Some(Media::Json)),
             ("application/cbor", Some(Media::Cbor)),
+            (
+                "application/x-www-form-urlencoded; charset=\"UTF-8\"",
+                Some(Media::Form),
+            ),
+            ("application/x-www-form-urlencoded; charset=utf-16", None),
+            ("application/x-amz-json-1.1; charset=iso-8859-1", None),
             ("text/xml", Some(Media::Other)),
             (
                 "application/x-amz-json-1.0, application/x-www-form-urlencoded",

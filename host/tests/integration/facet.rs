@@ -200,3 +200,61 @@ fn an_action_query_parameter_of_a_rest_service_is_a_parameter() {
             .contains(&("action".into(), "REBOOT_NODE".into()))
     );
 }
+
+#[test]
+fn an_rpcv2_cbor_body_is_read_as_one_map() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/corpus/boto3-eventbridgev2-list-event-buses-cbor.http");
+    let original = std::fs::read(file).expect("corpus");
+    let head_end = original
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head")
+        + 4;
+    let head = String::from_utf8_lossy(&original[..head_end]);
+    let with_body = |body: &[u8]| {
+        let mut bytes = head
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("content-length"))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            .trim_end()
+            .to_string();
+        bytes.push_str(&format!("\r\nContent-Length: {}\r\n\r\n", body.len()));
+        let mut bytes = bytes.into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    let cbor = |pairs: &[(&str, &str)]| {
+        let map: Vec<(ciborium::Value, ciborium::Value)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        let mut out = Vec::new();
+        ciborium::into_writer(&ciborium::Value::Map(map), &mut out).expect("cbor");
+        out
+    };
+    let names = AccountNames::default();
+    let facet =
+        understand_bytes(&with_body(&cbor(&[("NamePrefix", "prod")])), &names).expect("one map");
+    assert_eq!(facet.action, "ListEventBuses");
+    assert!(facet.params.contains(&("NamePrefix".into(), "prod".into())));
+    for (body, why) in [
+        (
+            cbor(&[("NamePrefix", "prod"), ("NamePrefix", "vault")]),
+            "has the key",
+        ),
+        (
+            [
+                cbor(&[("NamePrefix", "prod")]),
+                cbor(&[("NamePrefix", "vault")]),
+            ]
+            .concat(),
+            "bytes follow the CBOR map",
+        ),
+        (b"{\"NamePrefix\":\"prod\"}".to_vec(), "CBOR"),
+    ] {
+        let error = understand_bytes(&with_body(&body), &names).expect_err(why);
+        assert!(error.to_string().contains(why), "{error}");
+    }
+}
