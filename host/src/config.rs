@@ -30,6 +30,30 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// The audit log, if enabled.
     pub audit: Option<Audit>,
+    /// Bounds on agents' connections (`[proxy]`).
+    pub connections: Connections,
+}
+
+/// `[proxy]`'s bounds on agents' connections: every wait on an agent ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// A TLS handshake (after CONNECT, or on the direct listener) must end within this.
+    pub handshake_timeout: Duration,
+    /// A request body that sends nothing for this long is abandoned (`RequestTimeout`).
+    pub body_timeout: Duration,
+    /// At most this many agent connections at once; past it sigward stops accepting
+    /// until one ends (the kernel's backlog holds the rest).
+    pub max_connections: usize,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// `[admin]`: where humans approve and Prometheus scrapes; every API call needs the token.
@@ -94,6 +118,8 @@ pub struct Endpoint {
     pub limits: Limits,
     /// How long a request waits for a human before it is denied.
     pub approval_timeout: Duration,
+    /// How long the upstream may take to start answering (`504` past it).
+    pub response_timeout: Duration,
     /// Told of each new pending approval (JSON with a Slack-compatible `text`).
     pub approval_webhook: Option<String>,
     pub mode: Mode,
@@ -298,6 +324,9 @@ struct RawProxy {
     listen: Option<String>,
     endpoint_listen: Option<String>,
     credentials_listen: Option<String>,
+    handshake_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -334,6 +363,7 @@ struct RawEndpoint {
     deadline_ms: Option<u64>,
     fuel: Option<u64>,
     approval_timeout: Option<String>,
+    response_timeout: Option<String>,
     approval_webhook: Option<String>,
     mode: Option<String>,
 }
@@ -344,6 +374,32 @@ struct RawAgent {
     name: String,
     access_key_ids: Vec<String>,
     secret_access_key: String,
+}
+
+/// A timeout: `500ms`, `10s`, `5m`, `1h`; at least 1 ms.
+fn timeout(key: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(text) = text.map(str::trim) else {
+        return Ok(default);
+    };
+    let bad = || {
+        ConfigError(format!(
+            "{key}: {text:?} is not a timeout like 500ms, 10s or 5m"
+        ))
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    if duration.is_zero() {
+        return Err(ConfigError(format!("{key}: {text:?} must be at least 1ms")));
+    }
+    Ok(duration)
 }
 
 fn address(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -394,6 +450,28 @@ impl RawConfig {
                 "proxy.credentials_listen: {address} is not a loopback address (AWS SDKs accept http:// credential endpoints only on 127.0.0.1 or ::1)"
             )));
         }
+        let defaults = Connections::default();
+        let connections = Connections {
+            handshake_timeout: timeout(
+                "proxy.handshake_timeout",
+                self.proxy.handshake_timeout.as_deref(),
+                defaults.handshake_timeout,
+            )?,
+            body_timeout: timeout(
+                "proxy.body_timeout",
+                self.proxy.body_timeout.as_deref(),
+                defaults.body_timeout,
+            )?,
+            max_connections: match self.proxy.max_connections {
+                Some(0) => {
+                    return Err(ConfigError(
+                        "proxy.max_connections: must be at least 1".into(),
+                    ));
+                }
+                Some(n) => n,
+                None => defaults.max_connections,
+            },
+        };
         let state_dir = self.state.dir.unwrap_or_else(default_state_dir);
 
         let mut credentials = HashMap::new();
@@ -506,6 +584,11 @@ impl RawConfig {
                 Some(text) => crate::agents::parse_ttl(text)
                     .map_err(|e| ConfigError(format!("{key}.approval_timeout: {e}")))?,
             };
+            let response_timeout = timeout(
+                &format!("{key}.response_timeout"),
+                raw.response_timeout.as_deref(),
+                Duration::from_secs(60),
+            )?;
             let approval_webhook = raw
                 .approval_webhook
                 .as_deref()
@@ -533,6 +616,7 @@ impl RawConfig {
                 policies,
                 limits,
                 approval_timeout,
+                response_timeout,
                 approval_webhook,
                 mode,
             });
@@ -618,6 +702,7 @@ impl RawConfig {
             listen,
             endpoint_listen,
             credentials_listen,
+            connections,
             state_dir,
             credentials,
             endpoints,
@@ -643,6 +728,9 @@ mod tests {
 [proxy]
 listen = "127.0.0.1:8080"
 endpoint_listen = "127.0.0.1:8443"
+handshake_timeout = "10s"
+body_timeout = "30s"
+max_connections = 10000
 
 [state]
 dir = "/var/lib/sigward"
@@ -730,6 +818,35 @@ path = "audit/sigward.jsonl"
         assert_eq!(config.credentials["base"], BaseCredential::Environment);
         assert_eq!(config.endpoints[0].hosts, ["*.amazonaws.com"]);
         assert_eq!(config.endpoints[0].policies.len(), 2);
+        assert_eq!(config.connections, Connections::default());
+        assert_eq!(
+            config.endpoints[0].response_timeout,
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn timeouts_and_the_connection_cap() {
+        let config = Config::parse(
+            "[proxy]\nhandshake_timeout = \"500ms\"\nbody_timeout = \"2m\"\nmax_connections = 7\n\
+             [credential.base]\nsource = \"environment\"\n\
+             [[endpoint]]\nname = \"e\"\nhosts = [\"*.amazonaws.com\"]\nrole = \"r\"\nregion = \"us-east-1\"\n\
+             credential = \"base\"\nresponse_timeout = \"15m\"",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            config.connections,
+            Connections {
+                handshake_timeout: Duration::from_millis(500),
+                body_timeout: Duration::from_secs(120),
+                max_connections: 7,
+            }
+        );
+        assert_eq!(
+            config.endpoints[0].response_timeout,
+            Duration::from_secs(900)
+        );
     }
 
     #[test]
@@ -741,6 +858,18 @@ path = "audit/sigward.jsonl"
             ),
             ("[proxy]\nlisen = \"127.0.0.1:1\"", "unknown field `lisen`"),
             (
+                "[proxy]\nhandshake_timeout = \"10\"",
+                "proxy.handshake_timeout: \"10\" is not a timeout like 500ms, 10s or 5m",
+            ),
+            (
+                "[proxy]\nbody_timeout = \"0s\"",
+                "proxy.body_timeout: \"0s\" must be at least 1ms",
+            ),
+            (
+                "[proxy]\nmax_connections = 0",
+                "proxy.max_connections: must be at least 1",
+            ),
+            (
                 "[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"nope\"",
                 "endpoint[0] (e).credential: no [credential.nope] (have: )",
             ),
@@ -751,6 +880,10 @@ path = "audit/sigward.jsonl"
             (
                 "[credential.b]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"b\"\naccounts = [\"prod\"]",
                 "endpoint[0] (e).accounts: account label \"prod\"",
+            ),
+            (
+                "[credential.b]\nsource = \"environment\"\n[[endpoint]]\nname = \"e\"\nhosts = [\"*\"]\nrole = \"r\"\nregion = \"us-east-1\"\ncredential = \"b\"\nresponse_timeout = \"soon\"",
+                "endpoint[0] (e).response_timeout: \"soon\" is not a timeout",
             ),
             (
                 "[credential.b]\naccess_key_id = \"A\"",

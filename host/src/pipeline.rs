@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use sha2::Digest as _;
 
@@ -77,6 +77,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     policies: Arc<Policies>,
     request_ids: AtomicU64,
+    /// `[proxy] body_timeout`: how long an agent may keep its body waiting.
+    body_timeout: Duration,
 }
 
 /// How the connection a request came on was opened.
@@ -153,6 +155,7 @@ impl Pipeline {
             metrics: Metrics::new(),
             policies,
             request_ids: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            body_timeout: config.connections.body_timeout,
         }
     }
 
@@ -389,16 +392,20 @@ impl Pipeline {
             } else {
                 MAX_BODY
             };
-            match Limited::new(incoming, limit).collect().await {
-                Ok(collected) => (collected.to_bytes(), None),
-                Err(e) => {
+            match body::read_whole(incoming, limit, self.body_timeout).await {
+                Ok(bytes) => (bytes, None),
+                Err(body::ReadWhole::TooLarge(limit)) => {
                     return Err(refuse(
                         413,
                         "RequestEntityTooLarge",
                         format!(
-                            "sigward: the request body could not be read whole ({e}); bodies sigward must read are limited to {limit} bytes"
+                            "sigward: the request body is larger than {limit} bytes, the most sigward reads whole"
                         ),
                     ));
+                }
+                Err(body::ReadWhole::Failed(e)) => {
+                    let (status, code) = e.code();
+                    return Err(refuse(status, code, format!("sigward: {e}")));
                 }
             }
         } else {
@@ -579,6 +586,7 @@ impl Pipeline {
             now,
             ResignBody {
                 mode,
+                idle: self.body_timeout,
                 declared: declared.as_deref(),
                 buffered: &buffered,
                 incoming,
@@ -586,6 +594,7 @@ impl Pipeline {
                 agent_secret: &agent.secret,
             },
         )?;
+        let request_streams = !matches!(mode, BodyMode::Buffer);
         let mut request = Request::builder()
             .method(parts.method.clone())
             .uri(
@@ -600,7 +609,45 @@ impl Pipeline {
 
         // 6. forward
         let sent = Instant::now();
-        let response = route.upstream.send(request).await.map_err(|e| {
+        // The upstream's time to answer counts from the end of the request body: a large
+        // upload streams for as long as it takes.
+        let streamed = request_streams;
+        let answer_deadline = async {
+            let wait = endpoint.response_timeout;
+            // While the body streams, a whole `wait` in which no part of it moves (the
+            // upstream takes none) ends the wait too.
+            if streamed {
+                loop {
+                    let frames = failure.frames();
+                    tokio::select! {
+                        () = failure.ended() => break,
+                        () = tokio::time::sleep(wait) => {
+                            if failure.frames() == frames {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(wait).await;
+        };
+        let response = tokio::select! {
+            response = route.upstream.send(request) => Ok(response),
+            () = answer_deadline => Err(()),
+        };
+        let response = response
+            .map_err(|()| {
+                refuse(
+                    504,
+                    "GatewayTimeout",
+                    format!(
+                        "sigward: upstream {host} did not answer within {} ms (endpoint {}: response_timeout); the call may or may not have run",
+                        endpoint.response_timeout.as_millis(),
+                        endpoint.name
+                    ),
+                )
+            })?
+            .map_err(|e| {
             if let Some(body_error) = failure.take() {
                 let (status, code) = body_error.code();
                 return refuse(status, code, format!("sigward: {body_error}"));
@@ -807,6 +854,8 @@ fn is_sha256(text: &str) -> bool {
 
 struct ResignBody<'a> {
     mode: BodyMode,
+    /// How long the agent may keep a streamed body waiting.
+    idle: Duration,
     declared: Option<&'a str>,
     buffered: &'a Bytes,
     incoming: Option<Incoming>,
@@ -908,11 +957,16 @@ fn resign(
         (BodyMode::Buffer, _) | (_, None) => Full::new(body.buffered.clone())
             .map_err(|never| match never {})
             .boxed(),
-        (BodyMode::Pass, Some(incoming)) => body::Outgoing::pass(incoming, body.failure).boxed(),
-        (BodyMode::Hashed, Some(incoming)) => {
-            body::Outgoing::hashed(incoming, body.declared.unwrap_or_default(), body.failure)
-                .boxed()
+        (BodyMode::Pass, Some(incoming)) => {
+            body::Outgoing::pass(incoming, body.failure, body.idle).boxed()
         }
+        (BodyMode::Hashed, Some(incoming)) => body::Outgoing::hashed(
+            incoming,
+            body.declared.unwrap_or_default(),
+            body.failure,
+            body.idle,
+        )
+        .boxed(),
         (BodyMode::Chunked { trailer }, Some(incoming)) => {
             let seed = signed
                 .header("authorization")
@@ -939,8 +993,13 @@ fn resign(
                 scope.service,
                 &added.signature,
             );
-            body::Outgoing::resigned(incoming, Resigner::new(agent, ours, trailer), body.failure)
-                .boxed()
+            body::Outgoing::resigned(
+                incoming,
+                Resigner::new(agent, ours, trailer),
+                body.failure,
+                body.idle,
+            )
+            .boxed()
         }
     };
     Ok((

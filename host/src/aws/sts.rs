@@ -17,6 +17,9 @@ use crate::proxy::forward::{StsConnector, Upstream};
 
 /// Credentials are renewed this long before they expire.
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+/// How long a failed AssumeRole is remembered: an STS outage is one attempt per account
+/// every few seconds, not one per request.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 /// How long an assumed-role session lasts (STS's default and minimum for chaining).
 const SESSION: Duration = Duration::from_secs(3600);
 
@@ -39,9 +42,27 @@ struct Cached {
 struct Slot {
     cached: std::sync::RwLock<Option<Cached>>,
     fill: tokio::sync::Mutex<()>,
+    /// The last failure and when it happened: shared by every request waiting on the same
+    /// AssumeRole, and given to those that come within [`FAILURE_MEMORY`] of it.
+    failed: Mutex<Option<(StsError, std::time::Instant)>>,
 }
 
 impl Slot {
+    fn recent_failure(&self) -> Option<StsError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let (error, when) = failed.as_ref()?;
+        let age = when.elapsed();
+        (age < FAILURE_MEMORY).then(|| StsError {
+            role_arn: error.role_arn.clone(),
+            reason: format!(
+                "{} (the last attempt, {} ms ago; the next is made {} ms after it)",
+                error.reason,
+                age.as_millis(),
+                FAILURE_MEMORY.as_millis()
+            ),
+        })
+    }
+
     fn fresh(&self) -> Option<SigningCredentials> {
         let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
         cached
@@ -167,14 +188,29 @@ impl CredentialCache {
             self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(credentials);
         }
+        if let Some(error) = slot.recent_failure() {
+            return Err(error);
+        }
         let _filling = slot.fill.lock().await;
-        // Whoever held the lock before may have just renewed them.
+        // Whoever held the lock before may have just renewed them — or failed to, and
+        // those who waited on a failed attempt get its failure, not attempts of their own.
         if let Some(credentials) = slot.fresh() {
             return Ok(credentials);
         }
-        let fresh = self.assume(account, agent).await?;
+        if let Some(error) = slot.recent_failure() {
+            return Err(error);
+        }
+        let fresh = match self.assume(account, agent).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                *slot.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((error.clone(), std::time::Instant::now()));
+                return Err(error);
+            }
+        };
         let credentials = fresh.credentials.clone();
         *slot.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        *slot.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(credentials)
     }
 

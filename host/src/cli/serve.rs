@@ -39,6 +39,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
 
     let (policies, _watcher) = live_policies(&config, args.config.as_deref())?;
+    raise_open_file_limit();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -173,16 +174,44 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Arc::clone(&issued),
             ));
         }
+        let gate = listener::Gate::new(config.connections);
         if let Some(direct) = direct {
-            tokio::spawn(listener::serve_direct(direct, Arc::clone(&pipeline), tls.clone()));
+            tokio::spawn(listener::serve_direct(
+                direct,
+                Arc::clone(&pipeline),
+                tls.clone(),
+                gate.clone(),
+            ));
         }
         tokio::select! {
-            () = listener::serve_proxy(proxy, pipeline, tls) => {}
+            () = listener::serve_proxy(proxy, pipeline, tls, gate) => {}
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
         }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each agent connection is a file descriptor (two with its upstream): raise the soft
+/// limit to the hard one, as servers do, and say so.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return;
+    };
+    let target = hard.unwrap_or(soft.max(1 << 20));
+    if target <= soft {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: Some(target),
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(from = soft, to = target, "raised the open-file limit"),
+        Err(error) => tracing::warn!(%error, soft, "could not raise the open-file limit"),
+    }
 }
 
 /// Listen on `address`; an error names the configuration key it came from.

@@ -6,33 +6,81 @@
 //! - anything else (`UNSIGNED-PAYLOAD`, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`) passes as is.
 //!
 //! A failure is recorded in a [`Failure`] slot the pipeline reads when the upstream
-//! request fails, so the agent is told why.
+//! request fails, so the agent is told why. An agent that stops sending its body for
+//! `body_timeout` is given up on, streamed or read whole ([`read_whole`]).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use sha2::{Digest as _, Sha256};
 
 use super::forward::BoxError;
 use crate::aws::chunked::{ChunkError, Resigner};
 
-/// Why a body stopped, shared between the body and the pipeline.
+/// How a streamed body ended, shared between the body and the pipeline: why it stopped,
+/// if it failed, and when it ended (the upstream's response time counts from then).
 #[derive(Debug, Clone, Default)]
-pub struct Failure(Arc<Mutex<Option<BodyError>>>);
+pub struct Failure(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    error: Mutex<Option<BodyError>>,
+    ended: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+    /// Frames passed upstream so far: whether the body is moving.
+    frames: std::sync::atomic::AtomicU64,
+}
 
 impl Failure {
     pub fn take(&self) -> Option<BodyError> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.0
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn set(&self, error: BodyError) -> BoxError {
         let boxed: BoxError = Box::new(error.clone());
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        *self.0.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.end();
         boxed
+    }
+
+    fn end(&self) {
+        self.0
+            .ended
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
+    /// How many frames have gone upstream.
+    pub fn frames(&self) -> u64 {
+        self.0.frames.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn moved(&self) {
+        self.0
+            .frames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wait until the body has ended (sent whole, or failed).
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            if self.0.ended.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -44,6 +92,11 @@ pub enum BodyError {
     Chunk(#[from] ChunkError),
     #[error("reading the request body from the agent failed: {0}")]
     Read(String),
+    #[error(
+        "the agent sent no part of the request body for {} ms (proxy.body_timeout)",
+        .0.as_millis()
+    )]
+    Idle(Duration),
 }
 
 impl BodyError {
@@ -56,9 +109,13 @@ impl BodyError {
             }
             BodyError::Chunk(_) => (400, "IncompleteBody"),
             BodyError::Read(_) => (400, "IncompleteBody"),
+            BodyError::Idle(_) => (400, "RequestTimeout"),
         }
     }
 }
+
+/// One frame from the agent, as hyper gives it.
+type IncomingFrame = Result<Frame<Bytes>, hyper::Error>;
 
 enum Stage {
     Pass,
@@ -76,35 +133,73 @@ pub struct Outgoing {
     stage: Stage,
     failure: Failure,
     done: bool,
+    /// How long the agent may keep the next frame waiting, and the deadline while it
+    /// does (armed when the agent has nothing ready, not while the upstream is slow to
+    /// take what it has).
+    idle: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Outgoing {
     /// Pass the body through unchanged.
-    pub fn pass(incoming: Incoming, failure: Failure) -> Self {
-        Self::new(incoming, Stage::Pass, failure)
+    pub fn pass(incoming: Incoming, failure: Failure, idle: Duration) -> Self {
+        Self::new(incoming, Stage::Pass, failure, idle)
     }
 
     /// Check the body against a declared hex SHA-256.
-    pub fn hashed(incoming: Incoming, declared: &str, failure: Failure) -> Self {
+    pub fn hashed(incoming: Incoming, declared: &str, failure: Failure, idle: Duration) -> Self {
         let stage = Stage::Hash {
             declared: declared.to_ascii_lowercase(),
             hasher: Sha256::new(),
             held: None,
         };
-        Self::new(incoming, stage, failure)
+        Self::new(incoming, stage, failure, idle)
     }
 
     /// Verify and re-sign an aws-chunked body chunk by chunk.
-    pub fn resigned(incoming: Incoming, resigner: Resigner, failure: Failure) -> Self {
-        Self::new(incoming, Stage::Chunked(Box::new(resigner)), failure)
+    pub fn resigned(
+        incoming: Incoming,
+        resigner: Resigner,
+        failure: Failure,
+        idle: Duration,
+    ) -> Self {
+        Self::new(incoming, Stage::Chunked(Box::new(resigner)), failure, idle)
     }
 
-    fn new(incoming: Incoming, stage: Stage, failure: Failure) -> Self {
+    fn new(incoming: Incoming, stage: Stage, failure: Failure, idle: Duration) -> Self {
+        // An empty body may never be polled: it has ended already.
+        if http_body::Body::is_end_stream(&incoming) {
+            failure.end();
+        }
         Self {
             incoming,
             stage,
             failure,
             done: false,
+            idle,
+            deadline: None,
+        }
+    }
+
+    /// The agent's next frame, or `Pending` until it comes or the idle deadline passes.
+    fn poll_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<IncomingFrame>, BodyError>> {
+        match http_body::Body::poll_frame(Pin::new(&mut self.incoming), cx) {
+            Poll::Ready(frame) => {
+                self.deadline = None;
+                self.failure.moved();
+                Poll::Ready(Ok(frame))
+            }
+            Poll::Pending => {
+                let idle = self.idle;
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(deadline.as_mut().poll(cx));
+                Poll::Ready(Err(BodyError::Idle(idle)))
+            }
         }
     }
 
@@ -127,11 +222,15 @@ impl http_body::Body for Outgoing {
             if this.done {
                 return Poll::Ready(None);
             }
-            let frame = ready!(Pin::new(&mut this.incoming).poll_frame(cx));
+            let frame = match ready!(this.poll_incoming(cx)) {
+                Ok(frame) => frame,
+                Err(idle) => return this.fail(idle),
+            };
             match frame {
                 Some(Err(e)) => return this.fail(BodyError::Read(e.to_string())),
                 None => {
                     this.done = true;
+                    this.failure.end();
                     match &mut this.stage {
                         Stage::Pass => return Poll::Ready(None),
                         Stage::Hash {
@@ -196,4 +295,57 @@ impl http_body::Body for Outgoing {
         // signatures are as long as the agent's.
         self.incoming.size_hint()
     }
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadWhole {
+    #[error("it is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Failed(#[from] BodyError),
+}
+
+/// Read a body whole, at most `limit` bytes, giving up when the agent sends nothing for
+/// `idle`. A body already there (one frame, the usual case) is taken without a timer.
+pub async fn read_whole(
+    mut incoming: Incoming,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, ReadWhole> {
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    loop {
+        let frame = match incoming.frame().now_or_never() {
+            Some(frame) => frame,
+            None => tokio::time::timeout(idle, incoming.frame())
+                .await
+                .map_err(|_| BodyError::Idle(idle))?,
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(BodyError::Read(e.to_string()).into()),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        let had = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if had + data.len() > limit {
+            return Err(ReadWhole::TooLarge(limit));
+        }
+        match &first {
+            None if more.is_empty() => first = Some(data),
+            _ => {
+                if let Some(first) = first.take() {
+                    more.extend_from_slice(&first);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(first) => first,
+        None => more.freeze(),
+    })
 }

@@ -7,7 +7,10 @@
 //!   certificate for the name the client asks for (localhost, 127.0.0.1).
 //!
 //! Both speak HTTP/1.1 with keep-alive to the agent and hand every request to the
-//! [`Pipeline`].
+//! [`Pipeline`]. Every wait on an agent is bounded ([`Connections`]): a request head
+//! within 30 s, a TLS handshake within `handshake_timeout`; at `max_connections` the
+//! listeners stop accepting until a connection ends; a failed accept (the open-file limit)
+//! backs off instead of spinning.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +26,10 @@ use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::Connections;
 use crate::pipeline::{Arrival, Pipeline, plain_response};
 use crate::tls::LeafResolver;
 
@@ -87,24 +92,65 @@ fn agent_http() -> http1::Builder {
     builder
 }
 
-/// Accept forward-proxy connections until the process ends.
-pub async fn serve_proxy(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
+/// What both agent listeners share: the bounds, and the permits of `max_connections`.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    bounds: Connections,
+    permits: Arc<Semaphore>,
+}
+
+impl Gate {
+    pub fn new(bounds: Connections) -> Self {
+        Self {
+            bounds,
+            permits: Arc::new(Semaphore::new(bounds.max_connections)),
+        }
+    }
+
+    /// The next connection, once there is room for it. A failed accept — most often the
+    /// open-file limit — is logged and retried after a pause, never in a busy loop.
+    async fn accept(
+        &self,
+        listener: &TcpListener,
+    ) -> (TcpStream, SocketAddr, Arc<OwnedSemaphorePermit>) {
+        // INVARIANT: the semaphore is never closed.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => return (stream, peer, Arc::new(permit)),
+                Err(error) => {
+                    tracing::warn!(%error, pause_ms = pause.as_millis() as u64, "accept failed; pausing before the next");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
             }
-        };
+        }
+    }
+}
+
+/// Accept forward-proxy connections until the process ends.
+pub async fn serve_proxy(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls, gate: Gate) {
+    loop {
+        let (stream, peer, permit) = gate.accept(&listener).await;
         let pipeline = Arc::clone(&pipeline);
         let tls = tls.clone();
+        let handshake = gate.bounds.handshake_timeout;
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let service = service_fn(move |request: Request<Incoming>| {
                 let pipeline = Arc::clone(&pipeline);
                 let tls = tls.clone();
-                async move { Ok::<_, std::convert::Infallible>(connect(request, pipeline, tls, peer)) }
+                // The tunnel keeps the connection's permit after the CONNECT is answered.
+                let permit = Arc::clone(&permit);
+                async move {
+                    Ok::<_, std::convert::Infallible>(connect(
+                        request, pipeline, tls, peer, handshake, permit,
+                    ))
+                }
             });
             if let Err(error) = agent_http()
                 .serve_connection(TokioIo::new(stream), service)
@@ -124,6 +170,8 @@ fn connect(
     pipeline: Arc<Pipeline>,
     tls: Tls,
     peer: SocketAddr,
+    handshake: Duration,
+    permit: Arc<OwnedSemaphorePermit>,
 ) -> http::Response<crate::proxy::forward::Body> {
     if request.method() != Method::CONNECT {
         return plain_response(
@@ -174,10 +222,12 @@ fn connect(
         terminate(
             TokioIo::new(upgraded),
             TlsAcceptor::from(config),
+            handshake,
             pipeline,
             arrival,
         )
         .await;
+        drop(permit);
     });
     http::Response::new(
         http_body_util::Empty::new()
@@ -188,38 +238,46 @@ fn connect(
 
 /// Accept direct (`AWS_ENDPOINT_URL`) connections until the process ends; requests go
 /// to the first endpoint.
-pub async fn serve_direct(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls) {
+pub async fn serve_direct(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls, gate: Gate) {
     let acceptor = TlsAcceptor::from(Arc::clone(&tls.base));
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
-            }
-        };
+        let (stream, _, permit) = gate.accept(&listener).await;
         let _ = stream.set_nodelay(true);
         let pipeline = Arc::clone(&pipeline);
         let acceptor = acceptor.clone();
+        let handshake = gate.bounds.handshake_timeout;
         tokio::spawn(async move {
             let arrival = Arrival {
                 route: 0,
                 tunnel_host: None,
             };
-            terminate::<TcpStream>(stream, acceptor, pipeline, arrival).await;
+            terminate::<TcpStream>(stream, acceptor, handshake, pipeline, arrival).await;
+            drop(permit);
         });
     }
 }
 
-/// TLS-terminate `io` and serve HTTP/1.1 on it.
-async fn terminate<IO>(io: IO, acceptor: TlsAcceptor, pipeline: Arc<Pipeline>, arrival: Arrival)
-where
+/// TLS-terminate `io` (the handshake bounded by `handshake`) and serve HTTP/1.1 on it.
+async fn terminate<IO>(
+    io: IO,
+    acceptor: TlsAcceptor,
+    handshake: Duration,
+    pipeline: Arc<Pipeline>,
+    arrival: Arrival,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let tls = match acceptor.accept(io).await {
-        Ok(tls) => tls,
-        Err(error) => {
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
             tracing::info!(%error, "TLS handshake with the agent failed (does it trust sigward's ca.pem?)");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(
+                timeout_ms = handshake.as_millis() as u64,
+                "TLS handshake with the agent did not finish in time; connection closed"
+            );
             return;
         }
     };
@@ -249,7 +307,8 @@ where
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, what, "accept failed");
+                tracing::warn!(%error, what, "accept failed; pausing before the next");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };

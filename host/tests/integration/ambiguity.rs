@@ -22,8 +22,8 @@ use sigward::aws::sigv4::{Outgoing, SigningCredentials, resign};
 use crate::e2e::Sigward;
 use crate::verifier::{Upstream, start_upstream, tls_to};
 
-const AGENT_KEY: &str = "AKIA111111111111XXXX";
-const AGENT_SECRET: &str = "ambiguity-agent-secret";
+pub(crate) const AGENT_KEY: &str = "AKIA111111111111XXXX";
+pub(crate) const AGENT_SECRET: &str = "ambiguity-agent-secret";
 
 fn start(dir: &Path, upstream: &str) -> Sigward {
     Sigward::start(
@@ -62,18 +62,23 @@ secret_access_key = "{AGENT_SECRET}"
 
 /// One hand-built request, signed with the agent's key over exactly these headers
 /// (repeated ones included, joined as SigV4 canonicalises them).
-struct Call<'a> {
-    method: &'a str,
-    uri: &'a str,
-    headers: Vec<(&'a str, &'a str)>,
-    body: Vec<u8>,
-    service: &'a str,
-    region: &'a str,
-    payload_hash: Option<&'a str>,
+pub(crate) struct Call<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) uri: &'a str,
+    pub(crate) headers: Vec<(&'a str, &'a str)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) service: &'a str,
+    pub(crate) region: &'a str,
+    pub(crate) payload_hash: Option<&'a str>,
 }
 
 impl<'a> Call<'a> {
-    fn post(service: &'a str, uri: &'a str, headers: &[(&'a str, &'a str)], body: &str) -> Self {
+    pub(crate) fn post(
+        service: &'a str,
+        uri: &'a str,
+        headers: &[(&'a str, &'a str)],
+        body: &str,
+    ) -> Self {
         Call {
             method: "POST",
             uri,
@@ -86,7 +91,7 @@ impl<'a> Call<'a> {
     }
 
     /// The bytes on the wire for `host` (the Host header and the signed host).
-    fn bytes(&self, host: &str) -> Vec<u8> {
+    pub(crate) fn bytes(&self, host: &str) -> Vec<u8> {
         let mut headers: Vec<(&str, &str)> = vec![("host", host)];
         headers.extend_from_slice(&self.headers);
         let length = self.body.len().to_string();
@@ -127,7 +132,7 @@ impl<'a> Call<'a> {
 }
 
 /// Send through a CONNECT tunnel to `host`, as HTTPS_PROXY clients do.
-fn via_connect(sigward: &Sigward, host: &str, call: &Call<'_>) -> String {
+pub(crate) fn via_connect(sigward: &Sigward, host: &str, call: &Call<'_>) -> String {
     use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     let proxy = sigward.proxy.trim_start_matches("http://");
     let mut tcp = TcpStream::connect(proxy).expect("connect to the proxy");
@@ -174,7 +179,7 @@ fn via_connect(sigward: &Sigward, host: &str, call: &Call<'_>) -> String {
 }
 
 /// Send to the direct listener (AWS_ENDPOINT_URL): the host comes from the scope.
-fn via_endpoint(sigward: &Sigward, call: &Call<'_>) -> String {
+pub(crate) fn via_endpoint(sigward: &Sigward, call: &Call<'_>) -> String {
     let url = sigward.endpoint_url.as_deref().expect("endpoint_url");
     let mut tls = tls_to(&sigward.ca, url);
     tls.write_all(&call.bytes(url.trim_start_matches("https://")))
@@ -202,7 +207,7 @@ fn forwarded(upstream: &Upstream) -> Vec<String> {
         .collect()
 }
 
-fn status(response: &str) -> u16 {
+pub(crate) fn status(response: &str) -> u16 {
     response
         .split_whitespace()
         .nth(1)

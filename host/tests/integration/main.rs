@@ -12,6 +12,7 @@ mod e2e;
 mod engine;
 mod errors;
 mod facet;
+mod faults;
 mod fuzz;
 mod guests;
 mod model;

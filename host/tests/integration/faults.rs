@@ -1,0 +1,396 @@
+//! Peers that do not play along, with real processes: an STS that fails, an upstream that
+//! never answers, agents that stop mid-body or never start TLS, more connections than
+//! sigward may hold, and a process at its open-file limit. Every wait ends, in an AWS
+//! error that says which bound was reached; nothing spins.
+//!
+//! The upstream here is a plain HTTP/1.1 server written for these tests (it plays STS as
+//! well): what it does is chosen per request so that each fault is the only one.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::ambiguity::{AGENT_KEY, AGENT_SECRET, Call, status, via_connect, via_endpoint};
+use crate::e2e::Sigward;
+use crate::verifier::tls_to;
+
+#[derive(Default)]
+struct Upstream {
+    assume_roles: AtomicUsize,
+    /// Requests for `/hang…` that arrived (and were never answered).
+    hung: AtomicUsize,
+}
+
+/// AssumeRole is refused (403, after 500 ms, so that callers overlap) when `sts_fails`;
+/// `/hang…` is never answered; anything else is read whole and answered 200.
+fn start_upstream(sts_fails: bool) -> (Arc<Upstream>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let state = Arc::new(Upstream::default());
+    let shared = Arc::clone(&state);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let state = Arc::clone(&shared);
+            std::thread::spawn(move || serve(stream, &state, sts_fails));
+        }
+    });
+    (state, url)
+}
+
+fn serve(stream: TcpStream, state: &Upstream, sts_fails: bool) {
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if head
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.starts_with("/hang"))
+        {
+            state.hung.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(120));
+            return;
+        }
+        let response = if body.starts_with(b"Action=AssumeRole") {
+            state.assume_roles.fetch_add(1, Ordering::SeqCst);
+            if sts_fails {
+                std::thread::sleep(Duration::from_millis(500));
+                let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not allowed to assume the role</Message></Error><RequestId>1</RequestId></ErrorResponse>";
+                format!(
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                let body = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+                    <Credentials><AccessKeyId>ASIAFAULTSROLEKEY001</AccessKeyId><SecretAccessKey>faults-role-secret</SecretAccessKey>\
+                    <SessionToken>faults-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>\
+                    <AssumedRoleUser><AssumedRoleId>AROAFAULTS:s</AssumedRoleId><Arn>arn:aws:sts::111111111111:assumed-role/r/s</Arn></AssumedRoleUser>\
+                    </AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>";
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+        } else {
+            "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 5\r\n\r\n<ok/>"
+                .to_string()
+        };
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn config(dir: &Path, upstream: &str, proxy: &str) -> String {
+    format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+endpoint_listen = "127.0.0.1:0"
+{proxy}
+[state]
+dir = "{state}"
+[credential.base]
+access_key_id = "AKIAFAULTSBASEKEY001"
+secret_access_key = "faults-base-secret"
+[[endpoint]]
+name = "aws"
+hosts = ["*.amazonaws.com"]
+role = "r"
+region = "us-east-1"
+credential = "base"
+upstream = "{upstream}"
+response_timeout = "2s"
+policies = [{{ module = "builtin:allowlist", settings = {{ accounts = {{ "*" = {{ "*" = ["*"] }} }} }} }}]
+[[agent]]
+name = "claude"
+access_key_ids = ["{AGENT_KEY}"]
+secret_access_key = "{AGENT_SECRET}"
+"#,
+        state = dir.join("state").display(),
+    )
+}
+
+fn identity() -> Call<'static> {
+    Call::post(
+        "sts",
+        "/",
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+}
+
+fn get_object(bucket_key: &'static str) -> Call<'static> {
+    Call {
+        method: "GET",
+        uri: bucket_key,
+        headers: vec![],
+        body: Vec::new(),
+        service: "s3",
+        region: "us-east-1",
+        payload_hash: Some("UNSIGNED-PAYLOAD"),
+    }
+}
+
+/// Whether the peer closes `stream` within `within` without sending anything.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0))
+        || matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn an_sts_failure_is_shared_by_its_waiters_and_remembered_briefly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream(true);
+    let sigward = Arc::new(Sigward::start(dir.path(), &config(dir.path(), &url, "")));
+
+    // Six requests for one account at once: one AssumeRole, six refusals.
+    let waiters: Vec<_> = (0..6)
+        .map(|_| {
+            let sigward = Arc::clone(&sigward);
+            std::thread::spawn(move || via_endpoint(&sigward, &identity()))
+        })
+        .collect();
+    for waiter in waiters {
+        let response = waiter.join().expect("thread");
+        assert_eq!(status(&response), 503, "{response}");
+        assert!(
+            response.contains("not allowed to assume the role"),
+            "{response}"
+        );
+    }
+    assert_eq!(upstream.assume_roles.load(Ordering::SeqCst), 1);
+
+    // Right after, the failure is remembered: no new attempt, and the agent is told so.
+    let response = via_endpoint(&sigward, &identity());
+    assert_eq!(status(&response), 503, "{response}");
+    assert!(response.contains("the last attempt"), "{response}");
+    assert_eq!(upstream.assume_roles.load(Ordering::SeqCst), 1);
+
+    // Past the memory, sigward tries again.
+    std::thread::sleep(Duration::from_millis(2300));
+    let response = via_endpoint(&sigward, &identity());
+    assert_eq!(status(&response), 503, "{response}");
+    assert_eq!(upstream.assume_roles.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn every_wait_on_a_peer_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream(false);
+    let sigward = Sigward::start(
+        dir.path(),
+        &config(
+            dir.path(),
+            &url,
+            "handshake_timeout = \"500ms\"\nbody_timeout = \"1s\"",
+        ),
+    );
+    let direct = sigward
+        .endpoint_url
+        .as_deref()
+        .expect("endpoint_url")
+        .trim_start_matches("https://")
+        .to_string();
+
+    // A client that connects and never starts TLS is let go.
+    let mut silent = TcpStream::connect(&direct).expect("connect");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)),
+        "a silent client on the direct listener was kept"
+    );
+    // The same after a CONNECT.
+    let mut tunnel =
+        TcpStream::connect(sigward.proxy.trim_start_matches("http://")).expect("connect");
+    tunnel
+        .write_all(b"CONNECT sts.us-east-1.amazonaws.com:443 HTTP/1.1\r\nHost: sts.us-east-1.amazonaws.com:443\r\n\r\n")
+        .expect("CONNECT");
+    let mut answer = [0u8; 19];
+    tunnel.read_exact(&mut answer).expect("CONNECT answer");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    let mut rest = [0u8; 64];
+    let _ = tunnel.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = tunnel.read(&mut rest);
+    assert!(
+        closed_within(&mut tunnel, Duration::from_secs(10)),
+        "a silent client in a tunnel was kept"
+    );
+
+    // An upstream that never answers: a 504 naming the host, after response_timeout.
+    let started = Instant::now();
+    let response = via_endpoint(&sigward, &get_object("/hang/key"));
+    assert_eq!(status(&response), 504, "{response}");
+    assert!(response.contains("GatewayTimeout"), "{response}");
+    assert!(
+        response.contains("s3.us-east-1.amazonaws.com did not answer within 2000 ms"),
+        "{response}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(upstream.hung.load(Ordering::SeqCst), 1);
+    // Through a tunnel too.
+    let response = via_connect(
+        &sigward,
+        "s3.us-east-1.amazonaws.com",
+        &get_object("/hang/k2"),
+    );
+    assert_eq!(status(&response), 504, "{response}");
+
+    // A body read whole that stops coming: RequestTimeout, and nothing is forwarded.
+    let before =
+        upstream.assume_roles.load(Ordering::SeqCst) + upstream.hung.load(Ordering::SeqCst);
+    let call = Call::post(
+        "dynamodb",
+        "/",
+        &[
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", "DynamoDB_20120810.DescribeTable"),
+        ],
+        r#"{"TableName":"a-table-name-long-enough-to-stop-halfway"}"#,
+    );
+    let bytes = call.bytes(&direct);
+    let mut tls = tls_to(&sigward.ca, sigward.endpoint_url.as_deref().expect("url"));
+    tls.write_all(&bytes[..bytes.len() - 20]).expect("write");
+    tls.flush().expect("flush");
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert_eq!(status(&response), 400, "{response}");
+    assert!(response.contains("RequestTimeout"), "{response}");
+    assert!(response.contains("proxy.body_timeout"), "{response}");
+    let _ = before;
+
+    // A streamed upload that stops coming: the same, after the upstream saw part of it.
+    let mut upload = Call {
+        method: "PUT",
+        uri: "/bucket/big",
+        headers: vec![],
+        body: vec![b'x'; 2 << 20],
+        service: "s3",
+        region: "us-east-1",
+        payload_hash: Some("UNSIGNED-PAYLOAD"),
+    };
+    upload
+        .headers
+        .push(("content-type", "application/octet-stream"));
+    let bytes = upload.bytes(&direct);
+    let mut tls = tls_to(&sigward.ca, sigward.endpoint_url.as_deref().expect("url"));
+    tls.write_all(&bytes[..bytes.len() - (1 << 20)])
+        .expect("write");
+    tls.flush().expect("flush");
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert_eq!(status(&response), 400, "{response}");
+    assert!(response.contains("RequestTimeout"), "{response}");
+}
+
+#[test]
+fn at_max_connections_sigward_waits_for_one_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_upstream, url) = start_upstream(false);
+    let sigward = Sigward::start(dir.path(), &config(dir.path(), &url, "max_connections = 2"));
+    let direct = sigward
+        .endpoint_url
+        .as_deref()
+        .expect("endpoint_url")
+        .to_string();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut tls = tls_to(&sigward.ca, &direct);
+            tls.write_all(b"").expect("handshake");
+            let _ = tls.conn.complete_io(&mut tls.sock);
+            tls
+        })
+        .collect();
+    // A third connection is not served while two are open …
+    let third = std::thread::spawn({
+        let ca = sigward.ca.clone();
+        let direct = direct.clone();
+        move || {
+            let started = Instant::now();
+            let mut tls = tls_to(&ca, &direct);
+            let _ = tls.conn.complete_io(&mut tls.sock);
+            started.elapsed()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!third.is_finished(), "a third connection was served");
+    // … and is once one of them ends.
+    drop(held);
+    let waited = third.join().expect("thread");
+    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+    let response = via_endpoint(&sigward, &identity());
+    assert_eq!(status(&response), 200, "{response}");
+}
+
+#[test]
+fn at_the_open_file_limit_accepting_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_upstream, url) = start_upstream(false);
+    // A hard limit sigward cannot raise: it runs out of descriptors.
+    let sigward =
+        Sigward::start_in_shell(dir.path(), &config(dir.path(), &url, ""), "ulimit -n 64");
+    let proxy = sigward.proxy.trim_start_matches("http://").to_string();
+    let flood: Vec<TcpStream> = (0..120)
+        .filter_map(|_| TcpStream::connect(&proxy).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let failures = sigward.log().matches("accept failed").count();
+    assert!(
+        failures > 0,
+        "the limit was never reached: {}",
+        sigward.log()
+    );
+    assert!(
+        failures < 40,
+        "{failures} accept warnings in 2 s: the accept loop spins"
+    );
+    drop(flood);
+    // Served again once descriptors are free (the paused loop comes back within 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let response = via_connect(&sigward, "sts.us-east-1.amazonaws.com", &identity());
+    assert_eq!(status(&response), 200, "{response}");
+
+    // A soft limit below the hard one is raised, and the log says so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raised =
+        Sigward::start_in_shell(dir.path(), &config(dir.path(), &url, ""), "ulimit -S -n 64");
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || raised
+            .log()
+            .contains("raised the open-file limit")),
+        "{}",
+        raised.log()
+    );
+}
