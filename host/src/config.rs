@@ -44,6 +44,8 @@ pub struct Connections {
     /// At most this many agent connections at once; past it sigward stops accepting
     /// until one ends (the kernel's backlog holds the rest).
     pub max_connections: usize,
+    /// The memory all request bodies read whole may use together; past it, `503 SlowDown`.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for Connections {
@@ -52,6 +54,7 @@ impl Default for Connections {
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            max_buffered_bytes: 512 << 20,
         }
     }
 }
@@ -327,6 +330,7 @@ struct RawProxy {
     handshake_timeout: Option<String>,
     body_timeout: Option<String>,
     max_connections: Option<usize>,
+    max_buffered_mib: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -470,6 +474,15 @@ impl RawConfig {
                 }
                 Some(n) => n,
                 None => defaults.max_connections,
+            },
+            max_buffered_bytes: match self.proxy.max_buffered_mib {
+                Some(0) => {
+                    return Err(ConfigError(
+                        "proxy.max_buffered_mib: must be at least 1".into(),
+                    ));
+                }
+                Some(n) => n.saturating_mul(1 << 20),
+                None => defaults.max_buffered_bytes,
             },
         };
         let state_dir = self.state.dir.unwrap_or_else(default_state_dir);
@@ -731,6 +744,7 @@ endpoint_listen = "127.0.0.1:8443"
 handshake_timeout = "10s"
 body_timeout = "30s"
 max_connections = 10000
+max_buffered_mib = 512
 
 [state]
 dir = "/var/lib/sigward"
@@ -841,6 +855,7 @@ path = "audit/sigward.jsonl"
                 handshake_timeout: Duration::from_millis(500),
                 body_timeout: Duration::from_secs(120),
                 max_connections: 7,
+                max_buffered_bytes: 512 << 20,
             }
         );
         assert_eq!(

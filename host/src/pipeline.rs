@@ -79,6 +79,8 @@ pub struct Pipeline {
     request_ids: AtomicU64,
     /// `[proxy] body_timeout`: how long an agent may keep its body waiting.
     body_timeout: Duration,
+    /// `[proxy] max_buffered_mib`: what all bodies read whole may hold together.
+    body_budget: body::Budget,
 }
 
 /// How the connection a request came on was opened.
@@ -156,6 +158,7 @@ impl Pipeline {
             policies,
             request_ids: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             body_timeout: config.connections.body_timeout,
+            body_budget: body::Budget::new(config.connections.max_buffered_bytes),
         }
     }
 
@@ -268,7 +271,23 @@ impl Pipeline {
         );
         let mut record = Record::default();
         let mut protocol = Protocol::RestXml;
-        let result = self.run(request, arrival, &mut record, &mut protocol).await;
+        let (parts, body) = request.into_parts();
+        let expects_continue = parts
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        // The body stays here until a stage reads or streams it: a refusal before that
+        // drains it first, so that a client that sends its body without waiting for
+        // `100 Continue` reads the refusal rather than a broken pipe.
+        let mut unread = Some(body);
+        let result = self
+            .run(parts, &mut unread, arrival, &mut record, &mut protocol)
+            .await;
+        let drained = match unread.take() {
+            Some(body) if result.is_err() && !expects_continue => body::drain(body).await,
+            // Never read, and the client waits to be told: nothing to drain.
+            _ => true,
+        };
         let route = &self.routes[arrival.route];
         let latency_us = started.elapsed().as_micros() as u64;
         // The record line: upstream status for a forwarded request, status, code and
@@ -307,20 +326,28 @@ impl Pipeline {
         }
         match result {
             Ok(response) => response,
-            Err(refusal) => error_response(protocol, &refusal, &id),
+            Err(refusal) => {
+                let mut response = error_response(protocol, &refusal, &id);
+                if !drained {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
         }
     }
 
     async fn run(
         &self,
-        request: Request<Incoming>,
+        parts: http::request::Parts,
+        unread: &mut Option<Incoming>,
         arrival: &Arrival,
         record: &mut Record,
         protocol: &mut Protocol,
     ) -> Result<Response<Body>, Refusal> {
         let route = &self.routes[arrival.route];
         let endpoint = &route.endpoint;
-        let (parts, incoming) = request.into_parts();
 
         // The host the agent addressed must be the tunnel's.
         let host_header = parts
@@ -361,7 +388,7 @@ impl Pipeline {
 
         // 1. authenticate: who signed, from the headers, before any body is read.
         let now = SystemTime::now();
-        let (agent, carries_call) = {
+        let (agent, carries_call, presigned) = {
             let head = AwsRequest::from_parts(parts.method.as_str(), &target, head_headers(), &[]);
             let scope = Scope::of(&head)
                 .map_err(|e| refuse(403, "IncompleteSignature", format!("sigward: {e}")))?
@@ -374,7 +401,11 @@ impl Pipeline {
                 })?;
             *protocol = aws::protocol_hint(&head, Some(scope.service));
             let agent = self.identify(&head, &scope, now)?;
-            (agent, aws::body_carries_call(scope.service))
+            (
+                agent,
+                aws::body_carries_call(scope.service),
+                scope.presigned,
+            )
         };
         record.agent.clone_from(&agent.name);
 
@@ -385,15 +416,38 @@ impl Pipeline {
             .get("x-amz-content-sha256")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mode = BodyMode::of(declared.as_deref(), &parts.headers, carries_call)?;
+        let mode = BodyMode::of(declared.as_deref(), &parts.headers, carries_call, presigned)?;
+        // A body read whole holds its share of the memory budget until the call is done.
+        let _budget;
         let (buffered, incoming): (Bytes, Option<Incoming>) = if mode == BodyMode::Buffer {
             let limit = if declared.is_none() || carries_call {
                 MAX_BUFFERED
             } else {
                 MAX_BODY
             };
-            match body::read_whole(incoming, limit, self.body_timeout).await {
-                Ok(bytes) => (bytes, None),
+            let Some(incoming) = unread.as_mut() else {
+                return Err(refuse(
+                    500,
+                    "InternalFailure",
+                    "sigward: the body was taken twice",
+                ));
+            };
+            match body::read_whole(incoming, limit, self.body_timeout, &self.body_budget).await {
+                Ok(whole) => {
+                    *unread = None;
+                    _budget = whole.budget;
+                    (whole.bytes, None)
+                }
+                Err(body::ReadWhole::Busy(bytes)) => {
+                    return Err(refuse(
+                        503,
+                        "SlowDown",
+                        format!(
+                            "sigward: the memory for request bodies read whole ({} MiB, proxy.max_buffered_mib) is in use; retry shortly",
+                            bytes >> 20
+                        ),
+                    ));
+                }
                 Err(body::ReadWhole::TooLarge(limit)) => {
                     return Err(refuse(
                         413,
@@ -409,7 +463,8 @@ impl Pipeline {
                 }
             }
         } else {
-            (Bytes::new(), Some(incoming))
+            _budget = None;
+            (Bytes::new(), unread.take())
         };
 
         // A body read whole is checked against its declared hash here; a streamed one
@@ -713,10 +768,13 @@ enum BodyMode {
 
 impl BodyMode {
     /// `carries_call`: the body names the operation and its resources, so it is read.
+    /// `presigned`: a presigned URL's signature never covers the body (`UNSIGNED-PAYLOAD`
+    /// is implied), so an upload to one streams like any other S3 upload.
     fn of(
         declared: Option<&str>,
         headers: &HeaderMap,
         carries_call: bool,
+        presigned: bool,
     ) -> Result<Self, Refusal> {
         let length = headers
             .get(http::header::CONTENT_LENGTH)
@@ -728,6 +786,7 @@ impl BodyMode {
             .iter()
             .any(|v| v.to_str().is_ok_and(|v| v.contains("aws-chunked")));
         Ok(match declared {
+            None if presigned && !carries_call => BodyMode::Pass,
             None => BodyMode::Buffer,
             Some(hash) if carries_call && (is_sha256(hash) || hash == "UNSIGNED-PAYLOAD") => {
                 BodyMode::Buffer

@@ -302,17 +302,76 @@ impl http_body::Body for Outgoing {
 pub enum ReadWhole {
     #[error("it is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the memory for request bodies read whole ({0} bytes) is in use")]
+    Busy(usize),
     #[error(transparent)]
     Failed(#[from] BodyError),
 }
 
-/// Read a body whole, at most `limit` bytes, giving up when the agent sends nothing for
-/// `idle`. A body already there (one frame, the usual case) is taken without a timer.
+/// The memory all bodies read whole may hold together, in KiB permits.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    permits: Arc<tokio::sync::Semaphore>,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Self {
+        let kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(kib)),
+            bytes,
+        }
+    }
+
+    /// Room for `more` bytes beyond what `held` already has, now or never.
+    fn take(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        had: usize,
+        more: usize,
+    ) -> Result<(), ReadWhole> {
+        let want = (had + more).div_ceil(1024);
+        let have = held.as_ref().map_or(0, |p| p.num_permits());
+        if want <= have {
+            return Ok(());
+        }
+        let extra = u32::try_from(want - have).map_err(|_| ReadWhole::Busy(self.bytes))?;
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_many_owned(extra)
+            .map_err(|_| ReadWhole::Busy(self.bytes))?;
+        match held {
+            Some(held) => held.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// A body read whole, and its share of the [`Budget`] (released when dropped).
+pub struct Whole {
+    pub bytes: Bytes,
+    /// Held while the request is served.
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Read a body whole, at most `limit` bytes and within `budget`, giving up when the agent
+/// sends nothing for `idle`. The declared length is reserved before anything is read; a
+/// body already there (one frame, the usual case) is taken without a timer.
 pub async fn read_whole(
-    mut incoming: Incoming,
+    incoming: &mut Incoming,
     limit: usize,
     idle: Duration,
-) -> Result<Bytes, ReadWhole> {
+    budget: &Budget,
+) -> Result<Whole, ReadWhole> {
+    let mut held = None;
+    if let Some(declared) = http_body::Body::size_hint(&*incoming).upper() {
+        let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+        if declared > limit {
+            return Err(ReadWhole::TooLarge(limit));
+        }
+        budget.take(&mut held, 0, declared)?;
+    }
     let mut first: Option<Bytes> = None;
     let mut more = BytesMut::new();
     loop {
@@ -334,6 +393,7 @@ pub async fn read_whole(
         if had + data.len() > limit {
             return Err(ReadWhole::TooLarge(limit));
         }
+        budget.take(&mut held, had, data.len())?;
         match &first {
             None if more.is_empty() => first = Some(data),
             _ => {
@@ -344,8 +404,38 @@ pub async fn read_whole(
             }
         }
     }
-    Ok(match first {
-        Some(first) => first,
-        None => more.freeze(),
+    Ok(Whole {
+        bytes: match first {
+            Some(first) => first,
+            None => more.freeze(),
+        },
+        budget: held,
     })
+}
+
+/// Before a refusal, read and discard what the agent is sending — at most 1 MiB, for at
+/// most 5 s — so that it reads the answer. `false` when the body did not end within
+/// that: the connection is then closed after the answer.
+pub async fn drain(mut incoming: Incoming) -> bool {
+    const MAX: usize = 1 << 20;
+    const WITHIN: Duration = Duration::from_secs(5);
+    if http_body::Body::is_end_stream(&incoming) {
+        return true;
+    }
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(frame) = incoming.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > MAX {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(WITHIN, read).await.unwrap_or(false)
 }

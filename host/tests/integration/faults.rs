@@ -394,3 +394,127 @@ fn at_the_open_file_limit_accepting_backs_off_and_recovers() {
         raised.log()
     );
 }
+
+#[test]
+fn bodies_are_read_only_for_known_agents_and_within_a_memory_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_upstream, url) = start_upstream(false);
+    let sigward = Sigward::start(
+        dir.path(),
+        &config(
+            dir.path(),
+            &url,
+            "max_buffered_mib = 1\nbody_timeout = \"5s\"",
+        ),
+    );
+    let endpoint = sigward.endpoint_url.clone().expect("endpoint_url");
+    let direct = endpoint.trim_start_matches("https://").to_string();
+    // Warm up (TLS, STS) before measuring.
+    assert_eq!(status(&via_endpoint(&sigward, &identity())), 200);
+    let before = sigward.memory_kib("VmRSS");
+
+    // Six 60 MiB POSTs signed with a key no agent has: refused from their headers, and
+    // their bodies never read.
+    let senders: Vec<_> = (0..6)
+        .map(|_| {
+            let ca = sigward.ca.clone();
+            let endpoint = endpoint.clone();
+            let direct = direct.clone();
+            std::thread::spawn(move || {
+                let head = format!(
+                    "POST / HTTP/1.1\r\nhost: {direct}\r\ncontent-type: application/x-amz-json-1.0\r\n\
+                     x-amz-target: DynamoDB_20120810.PutItem\r\nx-amz-date: 20261124T000000Z\r\n\
+                     authorization: AWS4-HMAC-SHA256 Credential=AKIA999999999999XXXX/20261124/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date, Signature=00\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    60 << 20
+                );
+                let mut tls = tls_to(&ca, &endpoint);
+                let _ = tls.write_all(head.as_bytes());
+                let block = vec![b' '; 1 << 20];
+                for _ in 0..60 {
+                    if tls.write_all(&block).is_err() {
+                        break;
+                    }
+                }
+                let mut response = Vec::new();
+                let _ = tls.read_to_end(&mut response);
+                String::from_utf8_lossy(&response).into_owned()
+            })
+        })
+        .collect();
+    for sender in senders {
+        let response = sender.join().expect("thread");
+        assert!(
+            response.is_empty() || status(&response) == 403,
+            "{response}"
+        );
+    }
+    let after = sigward.memory_kib("VmRSS");
+    let grew = after.saturating_sub(before) / 1024;
+    eprintln!("six unauthenticated 60 MiB bodies: RSS {before} KiB → {after} KiB (+{grew} MiB)");
+    assert!(grew < 32, "sigward grew by {grew} MiB");
+
+    // A refusal made before the body is read still reaches a client that sends its body
+    // without waiting for `100 Continue` (as the JS, Go and Rust SDKs do): sigward reads
+    // and discards it (up to 1 MiB) before answering, instead of leaving a broken pipe.
+    let stranger = {
+        let mut tls = tls_to(&sigward.ca, &endpoint);
+        let body = vec![b' '; 300 << 10];
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: {direct}\r\ncontent-type: application/x-amz-json-1.0\r\n\
+             x-amz-target: DynamoDB_20120810.PutItem\r\nx-amz-date: 20261124T000000Z\r\n\
+             authorization: AWS4-HMAC-SHA256 Credential=AKIA999999999999XXXX/20261124/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date, Signature=00\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).expect("head");
+        tls.write_all(&body)
+            .expect("the whole body, no broken pipe");
+        let mut response = vec![0u8; 4096];
+        let n = tls.read(&mut response).expect("an answer");
+        String::from_utf8_lossy(&response[..n]).into_owned()
+    };
+    assert_eq!(status(&stranger), 403, "{stranger}");
+    assert!(stranger.contains("InvalidClientTokenId"), "{stranger}");
+
+    // An agent's body that does not fit in what is left of the budget: 503 SlowDown.
+    let holder = Call::post(
+        "dynamodb",
+        "/",
+        &[
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", "DynamoDB_20120810.PutItem"),
+        ],
+        &format!(
+            r#"{{"TableName":"t","Item":{{"id":{{"S":"{}"}}}}}}"#,
+            "x".repeat(700 << 10)
+        ),
+    );
+    let bytes = holder.bytes(&direct);
+    let mut held = tls_to(&sigward.ca, &endpoint);
+    held.write_all(&bytes[..bytes.len() / 2])
+        .expect("half a body");
+    held.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(500));
+    let response = via_endpoint(&sigward, &holder);
+    assert_eq!(
+        status(&response),
+        503,
+        "{}",
+        &response[..response.len().min(600)]
+    );
+    assert!(response.contains("SlowDown"), "{response}");
+    assert!(response.contains("max_buffered_mib"), "{response}");
+    // Once the first is done, there is room again.
+    held.write_all(&bytes[bytes.len() / 2..]).expect("the rest");
+    let mut first = Vec::new();
+    let _ = held.read_to_end(&mut first);
+    assert_eq!(status(&String::from_utf8_lossy(&first)), 200);
+    let response = via_endpoint(&sigward, &holder);
+    assert_eq!(
+        status(&response),
+        200,
+        "{}",
+        &response[..response.len().min(600)]
+    );
+}

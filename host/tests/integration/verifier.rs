@@ -803,6 +803,84 @@ fn a_gigabyte_upload_streams_through_in_constant_memory() {
     );
 }
 
+/// A presigned PUT carries no payload hash (`UNSIGNED-PAYLOAD` is implied): it streams like
+/// any upload, past the 64 MiB sigward reads whole, and arrives complete.
+#[test]
+fn a_presigned_upload_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream();
+    let sigward = start_sigward(dir.path(), &url);
+    let host = sigward
+        .endpoint_url
+        .as_deref()
+        .expect("endpoint url")
+        .trim_start_matches("https://")
+        .to_string();
+    let agent = SigningCredentials {
+        access_key_id: AGENT_KEY.into(),
+        secret_access_key: AGENT_SECRET.into(),
+        session_token: None,
+    };
+    let headers = [("host", host.as_str())];
+    let presigned = resign(
+        &Outgoing {
+            method: "PUT",
+            uri: "/discard/presigned-upload",
+            headers: &headers,
+            payload_hash: None,
+            body: b"",
+            presign: Some(Duration::from_secs(300)),
+        },
+        "s3",
+        "us-east-1",
+        &agent,
+        SystemTime::now(),
+    )
+    .expect("presign");
+    let query: String = presigned
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            format!(
+                "{}{k}={}",
+                if i == 0 { '?' } else { '&' },
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect();
+    const SIZE: usize = 80 << 20;
+    let block = vec![7u8; 1 << 20];
+    let mut tls = tls_to(&sigward.ca, sigward.endpoint_url.as_deref().expect("url"));
+    tls.write_all(
+        format!(
+            "PUT /discard/presigned-upload{query} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {SIZE}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("head");
+    for _ in 0..SIZE / block.len() {
+        tls.write_all(&block).expect("body");
+    }
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let recorded = upstream.recorded.lock().expect("lock").clone();
+    let upload = recorded
+        .iter()
+        .find(|r| r.head.starts_with("PUT /discard/presigned-upload"))
+        .expect("the upload reached the upstream");
+    assert!(upload.complete, "the upload did not arrive whole");
+    assert!(
+        upload
+            .head
+            .contains(&format!("X-Amz-Credential={ROLE_KEY}")),
+        "{}",
+        upload.head
+    );
+}
+
 /// `sigward serve --config` watches its config: an edit that changes the policies takes
 /// effect on the running proxy.
 #[test]
