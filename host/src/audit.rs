@@ -204,6 +204,19 @@ impl AuditLog {
     }
 
     /// Queue one record (the writer adds `seq` and `prev`). Never blocks.
+    /// Wait (at most `within`) until every record appended so far is written; `false` if
+    /// some are not.
+    pub fn wait_written(&self, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while self.queued.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline || self.broken.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+
     pub fn append(&self, record: Map<String, Value>) {
         self.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(error) = self.queue.try_send(record) {

@@ -46,6 +46,8 @@ pub struct Connections {
     pub max_connections: usize,
     /// The memory all request bodies read whole may use together; past it, `503 SlowDown`.
     pub max_buffered_bytes: usize,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Connections {
@@ -55,6 +57,7 @@ impl Default for Connections {
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_buffered_bytes: 512 << 20,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -331,6 +334,7 @@ struct RawProxy {
     body_timeout: Option<String>,
     max_connections: Option<usize>,
     max_buffered_mib: Option<usize>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -484,6 +488,11 @@ impl RawConfig {
                 Some(n) => n.saturating_mul(1 << 20),
                 None => defaults.max_buffered_bytes,
             },
+            shutdown_grace: timeout(
+                "proxy.shutdown_grace",
+                self.proxy.shutdown_grace.as_deref(),
+                defaults.shutdown_grace,
+            )?,
         };
         let state_dir = self.state.dir.unwrap_or_else(default_state_dir);
 
@@ -745,6 +754,7 @@ handshake_timeout = "10s"
 body_timeout = "30s"
 max_connections = 10000
 max_buffered_mib = 512
+shutdown_grace = "30s"
 
 [state]
 dir = "/var/lib/sigward"
@@ -856,6 +866,7 @@ path = "audit/sigward.jsonl"
                 body_timeout: Duration::from_secs(120),
                 max_connections: 7,
                 max_buffered_bytes: 512 << 20,
+                shutdown_grace: Duration::from_secs(30),
             }
         );
         assert_eq!(

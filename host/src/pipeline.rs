@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -81,6 +81,11 @@ pub struct Pipeline {
     body_timeout: Duration,
     /// `[proxy] max_buffered_mib`: what all bodies read whole may hold together.
     body_budget: body::Budget,
+    /// Requests being handled now (a shutdown waits for them).
+    in_flight: AtomicUsize,
+    /// Set when sigward is stopping: new requests are refused, and those cut off are
+    /// recorded as `shutdown` rather than `abandoned`.
+    stopping: AtomicBool,
 }
 
 /// How the connection a request came on was opened.
@@ -131,6 +136,83 @@ struct Record {
     request_bytes: Option<u64>,
 }
 
+/// One request being handled: counted while it runs, and recorded exactly once — by
+/// [`Pending::finish`] when it is answered, or when it is dropped unanswered.
+struct Pending<'p> {
+    pipeline: &'p Pipeline,
+    route: usize,
+    id: String,
+    started: Instant,
+    record: Record,
+    finished: bool,
+}
+
+impl<'p> Pending<'p> {
+    fn new(pipeline: &'p Pipeline, route: usize) -> Self {
+        pipeline.in_flight.fetch_add(1, Ordering::AcqRel);
+        let id = format!(
+            "{:016x}",
+            pipeline
+                .request_ids
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+        );
+        Self {
+            pipeline,
+            route,
+            id,
+            started: Instant::now(),
+            record: Record::default(),
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self, result: &Result<Response<Body>, Refusal>) {
+        self.finished = true;
+        let record = std::mem::take(&mut self.record);
+        let latency_us = self.started.elapsed().as_micros() as u64;
+        self.pipeline
+            .record(&self.id, self.route, record, result, "answered", latency_us);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.finished {
+            return;
+        }
+        let (outcome, refusal) = if self.pipeline.stopping.load(Ordering::Acquire) {
+            (
+                "shutdown",
+                refuse(
+                    503,
+                    "ServiceUnavailable",
+                    "sigward shut down before the answer",
+                ),
+            )
+        } else {
+            (
+                "abandoned",
+                refuse(
+                    499,
+                    "ClientClosedRequest",
+                    "the agent went away before the answer",
+                ),
+            )
+        };
+        let record = std::mem::take(&mut self.record);
+        let latency_us = self.started.elapsed().as_micros() as u64;
+        self.pipeline.record(
+            &self.id,
+            self.route,
+            record,
+            &Err(refusal),
+            outcome,
+            latency_us,
+        );
+    }
+}
+
 impl Pipeline {
     pub fn new(
         config: &Config,
@@ -159,7 +241,20 @@ impl Pipeline {
             request_ids: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             body_timeout: config.connections.body_timeout,
             body_budget: body::Budget::new(config.connections.max_buffered_bytes),
+            in_flight: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// How many requests are being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Stop taking requests: from now on each is refused (503, `Connection: close`), and
+    /// any still running when the process ends is recorded as cut off by the shutdown.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// What the metrics read from elsewhere.
@@ -261,16 +356,24 @@ impl Pipeline {
             .await
     }
 
-    /// Handle one request; always answers.
+    /// Handle one request; always answers. If the answer is never given — the agent went
+    /// away, or sigward stopped — the request is still recorded, when it is dropped.
     pub async fn handle(&self, request: Request<Incoming>, arrival: &Arrival) -> Response<Body> {
-        let started = Instant::now();
-        let id = format!(
-            "{:016x}",
-            self.request_ids
-                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        );
-        let mut record = Record::default();
+        let mut pending = Pending::new(self, arrival.route);
         let mut protocol = Protocol::RestXml;
+        if self.stopping.load(Ordering::Acquire) {
+            pending.finished = true;
+            let refusal = refuse(
+                503,
+                "ServiceUnavailable",
+                "sigward is shutting down; retry against another instance or after it restarts",
+            );
+            let mut response = error_response(protocol, &refusal, &pending.id);
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         let (parts, body) = request.into_parts();
         let expects_continue = parts
             .headers
@@ -281,15 +384,45 @@ impl Pipeline {
         // `100 Continue` reads the refusal rather than a broken pipe.
         let mut unread = Some(body);
         let result = self
-            .run(parts, &mut unread, arrival, &mut record, &mut protocol)
+            .run(
+                parts,
+                &mut unread,
+                arrival,
+                &mut pending.record,
+                &mut protocol,
+            )
             .await;
         let drained = match unread.take() {
             Some(body) if result.is_err() && !expects_continue => body::drain(body).await,
             // Never read, and the client waits to be told: nothing to drain.
             _ => true,
         };
-        let route = &self.routes[arrival.route];
-        let latency_us = started.elapsed().as_micros() as u64;
+        pending.finish(&result);
+        match result {
+            Ok(response) => response,
+            Err(refusal) => {
+                let mut response = error_response(protocol, &refusal, &pending.id);
+                if !drained {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        }
+    }
+
+    /// The record line, the metrics and the audit record of one request.
+    fn record(
+        &self,
+        id: &str,
+        route: usize,
+        record: Record,
+        result: &Result<Response<Body>, Refusal>,
+        outcome: &'static str,
+        latency_us: u64,
+    ) {
+        let route = &self.routes[route];
         // The record line: upstream status for a forwarded request, status, code and
         // reason for a refusal (absent fields are left out).
         let refusal = result.as_ref().err();
@@ -305,6 +438,7 @@ impl Pipeline {
             agent = %record.agent,
             call = %record.summary,
             verdict = %verdict,
+            outcome,
             policies = %record.policies,
             upstream_status = result.as_ref().ok().map(|r| r.status().as_u16()),
             status = refusal.map(|r| r.status),
@@ -319,22 +453,16 @@ impl Pipeline {
             } else {
                 &record.service
             },
-            verdict,
+            if outcome == "answered" {
+                verdict
+            } else {
+                outcome
+            },
         );
         if let Some(audit) = &self.audit {
-            audit.append(audit_record(&id, route, record, &result, latency_us));
-        }
-        match result {
-            Ok(response) => response,
-            Err(refusal) => {
-                let mut response = error_response(protocol, &refusal, &id);
-                if !drained {
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                response
-            }
+            let mut line = audit_record(id, route, record, result, latency_us);
+            line.insert("outcome".into(), serde_json::Value::from(outcome));
+            audit.append(line);
         }
     }
 

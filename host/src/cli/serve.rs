@@ -45,7 +45,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let audit_log = runtime.block_on(async move {
         let mut routes = Vec::with_capacity(config.endpoints.len());
         for endpoint in &config.endpoints {
             let upstream = Upstream::new(endpoint.upstream.as_deref(), endpoint.dial_via.as_deref())
@@ -100,6 +100,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(audit) => Some(AuditLog::open(&audit.path, audit.fail_open)?),
             None => None,
         };
+        let audit_for_exit = audit.clone();
         let pipeline = Arc::new(Pipeline::new(
             &config,
             routes,
@@ -175,21 +176,62 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         let gate = listener::Gate::new(config.connections);
-        if let Some(direct) = direct {
+        let direct_task = direct.map(|direct| {
             tokio::spawn(listener::serve_direct(
                 direct,
                 Arc::clone(&pipeline),
                 tls.clone(),
                 gate.clone(),
-            ));
-        }
+            ))
+        });
+        let direct_task = direct_task;
         tokio::select! {
-            () = listener::serve_proxy(proxy, pipeline, tls, gate) => {}
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            () = listener::serve_proxy(proxy, Arc::clone(&pipeline), tls, gate) => {}
+            signal = stop_signal() => {
+                // Stop accepting; refuse what new requests come on open connections; let
+                // those in flight finish within the grace period.
+                if let Some(task) = direct_task {
+                    task.abort();
+                }
+                pipeline.stop();
+                let grace = config.connections.shutdown_grace;
+                tracing::info!(
+                    signal,
+                    in_flight = pipeline.in_flight(),
+                    grace_ms = grace.as_millis() as u64,
+                    "stopping: no new connections; waiting for requests in flight"
+                );
+                let deadline = tokio::time::Instant::now() + grace;
+                while pipeline.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                tracing::info!(cut_off = pipeline.in_flight(), "stopped");
+            }
         }
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(audit_for_exit)
     })?;
+    // Requests still running are dropped with the runtime, each recorded as cut off by the
+    // shutdown; then whatever the audit log was given is written before the process ends.
+    drop(runtime);
+    if let Some(audit) = audit_log
+        && !audit.wait_written(std::time::Duration::from_secs(5))
+    {
+        tracing::error!("the audit log was not fully written before exit");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (service managers, `kill`) or SIGINT (Ctrl-C): which one came.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
 }
 
 /// Each agent connection is a file descriptor (two with its upstream): raise the soft

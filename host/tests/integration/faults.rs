@@ -22,10 +22,13 @@ struct Upstream {
     assume_roles: AtomicUsize,
     /// Requests for `/hang…` that arrived (and were never answered).
     hung: AtomicUsize,
+    /// Requests for `/slow…` that arrived (each answered after a second).
+    slow: AtomicUsize,
 }
 
 /// AssumeRole is refused (403, after 500 ms, so that callers overlap) when `sts_fails`;
-/// `/hang…` is never answered; anything else is read whole and answered 200.
+/// `/hang…` is never answered, `/slow…` after a second; anything else is read whole and
+/// answered 200.
 fn start_upstream(sts_fails: bool) -> (Arc<Upstream>, String) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -76,6 +79,14 @@ fn serve(stream: TcpStream, state: &Upstream, sts_fails: bool) {
             state.hung.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(120));
             return;
+        }
+        if head
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.starts_with("/slow"))
+        {
+            state.slow.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(1));
         }
         let response = if body.starts_with(b"Action=AssumeRole") {
             state.assume_roles.fetch_add(1, Ordering::SeqCst);
@@ -516,5 +527,117 @@ fn bodies_are_read_only_for_known_agents_and_within_a_memory_budget() {
         200,
         "{}",
         &response[..response.len().min(600)]
+    );
+}
+
+/// The config of [`config`], with an audit log and a long response timeout.
+fn audited_config(dir: &Path, upstream: &str, proxy: &str) -> String {
+    format!(
+        "{}\n[audit]\npath = \"{}\"\n",
+        config(dir, upstream, proxy)
+            .replace("response_timeout = \"2s\"", "response_timeout = \"60s\""),
+        dir.join("audit.jsonl").display()
+    )
+}
+
+/// The audit records so far.
+fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_shutdown_lets_requests_finish_and_records_what_it_cuts_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream(false);
+    let mut sigward = Sigward::start(
+        dir.path(),
+        &audited_config(dir.path(), &url, "shutdown_grace = \"3s\""),
+    );
+    assert_eq!(status(&via_endpoint(&sigward, &identity())), 200);
+    let direct = sigward
+        .endpoint_url
+        .clone()
+        .expect("endpoint_url")
+        .trim_start_matches("https://")
+        .to_string();
+    let ca = sigward.ca.clone();
+    let url_direct = sigward.endpoint_url.clone().expect("url");
+    let send = move |call: Call<'static>| {
+        let ca = ca.clone();
+        let url_direct = url_direct.clone();
+        std::thread::spawn(move || {
+            let host = url_direct.trim_start_matches("https://").to_string();
+            let mut tls = tls_to(&ca, &url_direct);
+            let _ = tls.write_all(&call.bytes(&host));
+            let mut response = Vec::new();
+            let _ = tls.read_to_end(&mut response);
+            String::from_utf8_lossy(&response).into_owned()
+        })
+    };
+    let slow = send(get_object("/slow/key"));
+    let hung = send(get_object("/hang/key"));
+    assert!(crate::support::eventually(Duration::from_secs(10), || {
+        upstream.slow.load(Ordering::SeqCst) == 1 && upstream.hung.load(Ordering::SeqCst) == 1
+    }));
+
+    sigward.signal("TERM");
+    // No new connections …
+    assert!(
+        crate::support::eventually(Duration::from_secs(2), || TcpStream::connect(&direct)
+            .is_err()),
+        "the direct listener still accepts after SIGTERM"
+    );
+    // … the request in flight finishes …
+    let answer = slow.join().expect("thread");
+    assert_eq!(status(&answer), 200, "{answer}");
+    // … and after the grace period the process exits 0, the hung request cut off.
+    let exit = sigward.wait_exit(Duration::from_secs(15)).expect("exited");
+    assert!(exit.success(), "{exit:?}: {}", sigward.log());
+    let _ = hung.join();
+
+    let records = audit_records(dir.path());
+    let outcome = |path: &str| {
+        records
+            .iter()
+            .find(|r| r["facet"]["path"] == path)
+            .map(|r| (r["outcome"].clone(), r["status"].clone()))
+    };
+    assert_eq!(
+        outcome("/slow/key"),
+        Some((serde_json::json!("answered"), serde_json::json!(200)))
+    );
+    assert_eq!(
+        outcome("/hang/key"),
+        Some((serde_json::json!("shutdown"), serde_json::json!(503)))
+    );
+    sigward::audit::verify(&dir.path().join("audit.jsonl")).expect("the chain is intact");
+}
+
+#[test]
+fn a_request_whose_agent_goes_away_is_recorded_as_abandoned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream(false);
+    let sigward = Sigward::start(dir.path(), &audited_config(dir.path(), &url, ""));
+    let endpoint = sigward.endpoint_url.clone().expect("url");
+    let host = endpoint.trim_start_matches("https://").to_string();
+    let mut tls = tls_to(&sigward.ca, &endpoint);
+    tls.write_all(&get_object("/hang/gone").bytes(&host))
+        .expect("write");
+    tls.flush().expect("flush");
+    assert!(crate::support::eventually(
+        Duration::from_secs(10),
+        || upstream.hung.load(Ordering::SeqCst) == 1
+    ));
+    drop(tls);
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || audit_records(dir.path())
+            .iter()
+            .any(|r| r["facet"]["path"] == "/hang/gone" && r["outcome"] == "abandoned")),
+        "no abandoned record: {:?}",
+        audit_records(dir.path())
     );
 }
