@@ -4,7 +4,11 @@
 //!
 //! Requests never wait on the disk: records go through a bounded queue to a writer
 //! thread. When the queue is full or a write failed, [`AuditLog::check`] says so and the
-//! pipeline refuses new requests (fail closed), unless `on_failure = "allow"`.
+//! pipeline refuses new requests (fail closed), unless `on_failure = "allow"`. A failed
+//! write is undone (the file cut back to its last whole line) and retried every half
+//! second; once it succeeds, requests are served again — no restart. A line left torn by
+//! a crash is sealed at the next start: cut off, and a `seal` record chained after the
+//! last whole line says what was found (`audit verify` lists seals).
 //!
 //! Every record lists the policies evaluated with their digests and settings; the engine
 //! keeps each module it loads in `<state>/policies/<digest>.wasm`, so `sigward audit
@@ -12,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader, BufWriter, Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -58,8 +62,17 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The last complete line of `file` and how many lines it has.
-fn tail(file: &mut File, path: &Path) -> Result<Option<(String, u64)>, AuditError> {
+/// What the end of an existing log holds.
+struct Tail {
+    /// The last complete line and how many complete lines there are.
+    last: Option<(String, u64)>,
+    /// Where the complete lines end, and the bytes of an incomplete line after them.
+    intact_len: u64,
+    torn: Vec<u8>,
+}
+
+/// Read an existing log's end.
+fn tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
     let io = |error| AuditError::Io {
         path: path.to_path_buf(),
         error,
@@ -67,27 +80,31 @@ fn tail(file: &mut File, path: &Path) -> Result<Option<(String, u64)>, AuditErro
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let mut last = None;
     let mut count = 0u64;
+    let mut intact_len = 0u64;
     let mut reader = BufReader::new(&mut *file);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        let read = reader.read_line(&mut line).map_err(io)?;
+        let read = reader.read_until(b'\n', &mut line).map_err(io)?;
         if read == 0 {
             break;
         }
-        if !line.ends_with('\n') {
-            return Err(AuditError::Damaged {
-                path: path.to_path_buf(),
-                message: format!(
-                    "line {} is incomplete (a crash while writing?); move the file aside to start a new log",
-                    count + 1
-                ),
+        if !line.ends_with(b"\n") {
+            return Ok(Tail {
+                last: last.map(|l| (l, count)),
+                intact_len,
+                torn: line,
             });
         }
         count += 1;
-        last = Some(line.trim_end_matches('\n').to_string());
+        intact_len += read as u64;
+        last = Some(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
     }
-    Ok(last.map(|l| (l, count)))
+    Ok(Tail {
+        last: last.map(|l| (l, count)),
+        intact_len,
+        torn: Vec::new(),
+    })
 }
 
 impl AuditLog {
@@ -106,7 +123,35 @@ impl AuditLog {
             .create(true)
             .open(path)
             .map_err(io)?;
-        let (prev, seq) = match tail(&mut file, path)? {
+        let tail = tail(&mut file, path)?;
+        let mut seal = None;
+        if !tail.torn.is_empty() {
+            if tail.last.is_none() {
+                return Err(AuditError::Damaged {
+                    path: path.to_path_buf(),
+                    message: "the log holds no whole line (not even its genesis line): move it aside to start a new log".into(),
+                });
+            }
+            // A line torn by a crash or a full disk: cut it off, and say so in the chain.
+            file.set_len(tail.intact_len).map_err(io)?;
+            let count = tail.last.as_ref().map_or(0, |(_, n)| *n);
+            tracing::warn!(
+                target: "sigward::audit",
+                path = %path.display(),
+                bytes = tail.torn.len(),
+                "the audit log ended in an incomplete line; it is sealed and the log continues"
+            );
+            seal = Some(serde_json::json!({
+                "found": format!(
+                    "an incomplete line of {} bytes after line {count}, cut off at the next start",
+                    tail.torn.len()
+                ),
+                "bytes": tail.torn.len(),
+                "sha256": sha256_hex(&tail.torn),
+                "start": String::from_utf8_lossy(&tail.torn[..tail.torn.len().min(256)]),
+            }));
+        }
+        let (mut prev, mut seq) = match tail.last {
             Some((last, _)) => {
                 let record: Value =
                     serde_json::from_str(&last).map_err(|e| AuditError::Damaged {
@@ -141,7 +186,22 @@ impl AuditLog {
             }
         };
 
-        Self::start(path, file, prev, seq, fail_open)
+        if let Some(seal) = seal {
+            let line = serde_json::json!({
+                "seq": seq,
+                "time": timestamp(SystemTime::now()),
+                "seal": seal,
+                "prev": prev,
+            })
+            .to_string();
+            file.write_all(format!("{line}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io)?;
+            prev = sha256_hex(line.as_bytes());
+            seq += 1;
+        }
+        let length = file.metadata().map_err(io)?.len();
+        Self::start(path, file, prev, seq, length, fail_open)
     }
 
     /// Start the writer on an open log whose newest line hashes to `prev`.
@@ -150,6 +210,7 @@ impl AuditLog {
         file: File,
         prev: String,
         seq: u64,
+        length: u64,
         fail_open: bool,
     ) -> Result<Arc<Self>, AuditError> {
         let io = |error| AuditError::Io {
@@ -166,7 +227,9 @@ impl AuditLog {
             fail_open,
         });
         let writer = Writer {
-            file: BufWriter::new(file),
+            file,
+            length,
+            path: path.to_path_buf(),
             prev,
             seq,
             queued: Arc::clone(&log.queued),
@@ -231,7 +294,10 @@ impl AuditLog {
 }
 
 struct Writer {
-    file: BufWriter<File>,
+    file: File,
+    /// The length of the file's whole lines: a failed write is cut back to it.
+    length: u64,
+    path: PathBuf,
     prev: String,
     seq: u64,
     queued: Arc<AtomicUsize>,
@@ -239,40 +305,79 @@ struct Writer {
     broken: Arc<AtomicBool>,
 }
 
+/// How long the writer waits before trying a failed write again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Writer {
     fn run(mut self, records: Receiver<Map<String, Value>>) {
-        while let Ok(first) = records.recv() {
-            let mut batch = vec![first];
-            batch.extend(records.try_iter());
-            let count = batch.len();
-            let result = batch
-                .into_iter()
-                .try_for_each(|record| self.write(record))
-                .and_then(|()| self.file.flush());
-            self.queued.fetch_sub(count, Ordering::AcqRel);
-            if let Err(error) = result {
-                tracing::error!(target: "sigward::audit", %error, "audit log write failed");
-                *self
-                    .failure
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
-                self.broken.store(true, Ordering::Release);
-                // The chain cannot continue past a line that may be half written.
-                return;
+        let mut pending: Vec<Map<String, Value>> = Vec::new();
+        loop {
+            if pending.is_empty() {
+                match records.recv() {
+                    Ok(first) => pending.push(first),
+                    Err(_) => return,
+                }
+            }
+            // While broken, the batch waiting to be written stays as it is: what queues
+            // behind it waits in the (bounded) queue.
+            if !self.broken.load(Ordering::Acquire) {
+                pending.extend(records.try_iter());
+            }
+            match self.write(&pending) {
+                Ok(()) => {
+                    self.queued.fetch_sub(pending.len(), Ordering::AcqRel);
+                    pending.clear();
+                    if self.broken.swap(false, Ordering::AcqRel) {
+                        *self
+                            .failure
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                        tracing::info!(target: "sigward::audit", path = %self.path.display(), "the audit log can be written again; serving");
+                    }
+                }
+                Err(error) => {
+                    if !self.broken.swap(true, Ordering::AcqRel) {
+                        tracing::error!(target: "sigward::audit", %error, path = %self.path.display(), "audit log write failed; requests are refused until it can be written (retrying)");
+                    }
+                    *self
+                        .failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(error.to_string());
+                    std::thread::sleep(RETRY);
+                }
             }
         }
     }
 
-    fn write(&mut self, record: Map<String, Value>) -> std::io::Result<()> {
-        let mut line = Map::with_capacity(record.len() + 2);
-        line.insert("seq".into(), self.seq.into());
-        line.extend(record);
-        line.insert("prev".into(), Value::String(self.prev.clone()));
-        let text = Value::Object(line).to_string();
-        self.file.write_all(text.as_bytes())?;
-        self.file.write_all(b"\n")?;
-        self.prev = sha256_hex(text.as_bytes());
-        self.seq += 1;
+    /// Append `batch` as whole lines, or nothing: a failed write is cut back to the last
+    /// whole line, so the chain never continues past half a line.
+    fn write(&mut self, batch: &[Map<String, Value>]) -> std::io::Result<()> {
+        let mut text = String::new();
+        let (mut prev, mut seq) = (self.prev.clone(), self.seq);
+        for record in batch {
+            let mut line = Map::with_capacity(record.len() + 2);
+            line.insert("seq".into(), seq.into());
+            line.extend(record.clone());
+            line.insert("prev".into(), Value::String(prev));
+            let json = Value::Object(line).to_string();
+            prev = sha256_hex(json.as_bytes());
+            seq += 1;
+            text.push_str(&json);
+            text.push('\n');
+        }
+        if let Err(error) = self
+            .file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.flush())
+        {
+            // Undo what part of the batch reached the file (a full disk writes some).
+            let _ = self.file.set_len(self.length);
+            return Err(error);
+        }
+        self.length += text.len() as u64;
+        self.prev = prev;
+        self.seq = seq;
         Ok(())
     }
 }
@@ -281,6 +386,8 @@ impl Writer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intact {
     pub lines: u64,
+    /// Seals: where sigward found a torn line at a start and cut it off (line, what).
+    pub seals: Vec<(u64, String)>,
     /// The hash of the newest line: keep it elsewhere to detect a rewritten tail later.
     pub head: String,
 }
@@ -301,6 +408,7 @@ pub fn verify(path: &Path) -> Result<Intact, AuditError> {
     let mut prev_hash: Option<String> = None;
     let mut prev_seq = 0u64;
     let mut lines = 0u64;
+    let mut seals = Vec::new();
     for (index, line) in text.split_inclusive('\n').enumerate() {
         let number = index as u64 + 1;
         let Some(line) = line.strip_suffix('\n') else {
@@ -341,12 +449,15 @@ pub fn verify(path: &Path) -> Result<Intact, AuditError> {
                 }
             }
         }
+        if let Some(found) = record["seal"]["found"].as_str() {
+            seals.push((number, found.to_string()));
+        }
         prev_hash = Some(sha256_hex(line.as_bytes()));
         prev_seq = seq;
         lines = number;
     }
     let head = prev_hash.ok_or_else(|| damaged("the log is empty (no genesis line)".into()))?;
-    Ok(Intact { lines, head })
+    Ok(Intact { lines, seals, head })
 }
 
 /// A recorded verdict that replay did not reproduce.
@@ -486,8 +597,8 @@ mod tests {
             .append(true)
             .open("/dev/full")
             .expect("/dev/full");
-        let log =
-            AuditLog::start(Path::new("/dev/full"), full, "0".repeat(64), 1, false).expect("start");
+        let log = AuditLog::start(Path::new("/dev/full"), full, "0".repeat(64), 1, 0, false)
+            .expect("start");
         assert_eq!(log.check(), Ok(()));
         log.append(record(1));
         let failed = (0..200).any(|_| {
@@ -516,11 +627,29 @@ mod tests {
         }
         let intact = verify(&path).expect("intact");
         assert_eq!(intact.lines, 5, "genesis and four records");
-        // A partial last line (a crash mid-write) is refused, not continued.
+        // A partial last line (a crash mid-write) is sealed: cut off, a seal record chained
+        // after the last whole line, and the log goes on.
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
-        file.write_all(b"{\"seq\":5").expect("write");
+        file.write_all(b"{\"seq\":5,\"torn").expect("write");
+        let log = AuditLog::open(&path, false).expect("a torn line does not stop a start");
+        log.append(record(99));
+        assert!(log.wait_written(std::time::Duration::from_secs(5)));
+        let intact = verify(&path).expect("intact");
+        assert_eq!(intact.lines, 7, "genesis, four records, the seal, one more");
+        assert_eq!(intact.seals.len(), 1);
+        assert_eq!(intact.seals[0].0, 6);
+        assert!(
+            intact.seals[0]
+                .1
+                .contains("an incomplete line of 14 bytes after line 5"),
+            "{:?}",
+            intact.seals
+        );
+        // A file with no whole line at all is not guessed at.
+        let other = dir.path().join("torn-only.jsonl");
+        std::fs::write(&other, b"{\"seq\":0").expect("write");
         assert!(matches!(
-            AuditLog::open(&path, false).err(),
+            AuditLog::open(&other, false).err(),
             Some(AuditError::Damaged { .. })
         ));
     }

@@ -37,6 +37,9 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     intact.lines,
                     intact.head
                 )?;
+                for (line, found) in &intact.seals {
+                    writeln!(out, "  sealed at line {line}: {found}")?;
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(audit::AuditError::Damaged { message, .. }) => {

@@ -641,3 +641,78 @@ fn a_request_whose_agent_goes_away_is_recorded_as_abandoned() {
         audit_records(dir.path())
     );
 }
+
+/// Needs root (a tmpfs is mounted); skipped with a notice otherwise.
+#[test]
+fn the_audit_log_refuses_while_its_disk_is_full_and_serves_again_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("audit-disk");
+    std::fs::create_dir(&disk).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let (_upstream, url) = start_upstream(false);
+    let text = format!(
+        "{}\n[audit]\npath = \"{}\"\n",
+        config(dir.path(), &url, ""),
+        disk.join("audit.jsonl").display()
+    );
+    let sigward = Sigward::start(dir.path(), &text);
+    assert_eq!(status(&via_endpoint(&sigward, &identity())), 200);
+
+    // Fill the disk.
+    let filler = disk.join("filler");
+    {
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 4096];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+    }
+    let mut refused = None;
+    for _ in 0..40 {
+        let response = via_endpoint(&sigward, &identity());
+        if status(&response) == 503 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("requests went on while the audit log could not be written");
+    assert!(refused.contains("cannot be written"), "{refused}");
+
+    // Room again: served again, no restart, and the chain has no torn line.
+    std::fs::remove_file(&filler).expect("free the disk");
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || status(&via_endpoint(
+            &sigward,
+            &identity()
+        )) == 200),
+        "not served again: {}",
+        sigward.log()
+    );
+    assert!(
+        sigward.log().contains("can be written again"),
+        "{}",
+        sigward.log()
+    );
+    let intact = sigward::audit::verify(&disk.join("audit.jsonl")).expect("intact");
+    assert!(intact.seals.is_empty());
+}
