@@ -131,8 +131,12 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Send through a CONNECT tunnel to `host`, as HTTPS_PROXY clients do.
-pub(crate) fn via_connect(sigward: &Sigward, host: &str, call: &Call<'_>) -> String {
+/// A TLS connection through a CONNECT tunnel to `host`, as HTTPS_PROXY clients open one
+/// (the handshake done); the proxy's answer when it refuses the CONNECT.
+pub(crate) fn open_tunnel(
+    sigward: &Sigward,
+    host: &str,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
     use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     let proxy = sigward.proxy.trim_start_matches("http://");
     let mut tcp = TcpStream::connect(proxy).expect("connect to the proxy");
@@ -149,7 +153,7 @@ pub(crate) fn via_connect(sigward: &Sigward, host: &str, call: &Call<'_>) -> Str
     if !status.contains(" 200") {
         let mut rest = String::new();
         let _ = reader.read_to_string(&mut rest);
-        return format!("{status}{rest}");
+        return Err(format!("{status}{rest}"));
     }
     loop {
         let mut line = String::new();
@@ -172,6 +176,20 @@ pub(crate) fn via_connect(sigward: &Sigward, host: &str, call: &Call<'_>) -> Str
     let name = host.to_string().try_into().expect("server name");
     let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("tls");
     let mut tls = rustls::StreamOwned::new(connection, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+    }
+    Ok(tls)
+}
+
+/// Send through a CONNECT tunnel to `host`, as HTTPS_PROXY clients do.
+pub(crate) fn via_connect(sigward: &Sigward, host: &str, call: &Call<'_>) -> String {
+    let mut tls = match open_tunnel(sigward, host) {
+        Ok(tls) => tls,
+        Err(refused) => return refused,
+    };
     tls.write_all(&call.bytes(host)).expect("write");
     let mut response = Vec::new();
     let _ = tls.read_to_end(&mut response);

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::ambiguity::{AGENT_KEY, AGENT_SECRET, Call, status, via_connect, via_endpoint};
+use crate::ambiguity::{
+    AGENT_KEY, AGENT_SECRET, Call, open_tunnel, status, via_connect, via_endpoint,
+};
 use crate::e2e::Sigward;
 use crate::verifier::tls_to;
 
@@ -715,4 +717,38 @@ fn the_audit_log_refuses_while_its_disk_is_full_and_serves_again_without_a_resta
     );
     let intact = sigward::audit::verify(&disk.join("audit.jsonl")).expect("intact");
     assert!(intact.seals.is_empty());
+}
+
+#[test]
+fn a_thousand_idle_tunnels_are_held_and_each_still_serves() {
+    const TUNNELS: usize = 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_upstream, url) = start_upstream(false);
+    let sigward = Sigward::start(dir.path(), &config(dir.path(), &url, ""));
+    let host = "sts.us-east-1.amazonaws.com";
+    assert_eq!(status(&via_connect(&sigward, host, &identity())), 200);
+    let before = sigward.memory_kib("VmRSS");
+    let mut tunnels = Vec::with_capacity(TUNNELS);
+    for n in 0..TUNNELS {
+        match open_tunnel(&sigward, host) {
+            Ok(tls) => tunnels.push(tls),
+            Err(e) => panic!("tunnel {n}: {e}"),
+        }
+    }
+    let held = sigward.memory_kib("VmRSS");
+    let per_tunnel = (held.saturating_sub(before) * 1024) / TUNNELS as u64;
+    let mut errors = 0;
+    for tls in &mut tunnels {
+        let sent = tls.write_all(&identity().bytes(host));
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response);
+        if sent.is_err() || status(&String::from_utf8_lossy(&response)) != 200 {
+            errors += 1;
+        }
+    }
+    eprintln!(
+        "{TUNNELS} idle TLS tunnels: RSS {before} KiB → {held} KiB, {per_tunnel} bytes per tunnel; then one request on each: {errors} errors"
+    );
+    assert_eq!(errors, 0);
+    assert!(per_tunnel < 256 << 10, "{per_tunnel} bytes per idle tunnel");
 }
