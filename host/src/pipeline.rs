@@ -516,7 +516,7 @@ impl Pipeline {
 
         // 1. authenticate: who signed, from the headers, before any body is read.
         let now = SystemTime::now();
-        let (agent, carries_call, presigned) = {
+        let (agent, carries_call, presigned, signature_covers_body) = {
             let head = AwsRequest::from_parts(parts.method.as_str(), &target, head_headers(), &[]);
             let scope = Scope::of(&head)
                 .map_err(|e| refuse(403, "IncompleteSignature", format!("sigward: {e}")))?
@@ -529,10 +529,18 @@ impl Pipeline {
                 })?;
             *protocol = aws::protocol_hint(&head, Some(scope.service));
             let agent = self.identify(&head, &scope, now)?;
+            // A signature that does not cover the body's bytes (a declared payload hash,
+            // checked against the body as it is read; a presigned URL) is verified now,
+            // before any of the body is read.
+            let covers_body = !scope.presigned && head.header("x-amz-content-sha256").is_none();
+            if endpoint.verify_signatures && !covers_body {
+                verify_agent(&head, &scope, &agent, now)?;
+            }
             (
                 agent,
                 aws::body_carries_call(scope.service),
                 scope.presigned,
+                covers_body,
             )
         };
         record.agent.clone_from(&agent.name);
@@ -618,15 +626,8 @@ impl Pipeline {
             .ok()
             .flatten()
             .ok_or_else(|| refuse(500, "InternalFailure", "sigward: the scope changed"))?;
-        if endpoint.verify_signatures {
-            sigv4::verify(&signed, &scope, &agent.secret, now).map_err(|e| {
-                let status = if matches!(e, sigv4::VerifyError::Malformed(_)) {
-                    400
-                } else {
-                    403
-                };
-                refuse(status, e.code(), format!("sigward: {e}"))
-            })?;
+        if endpoint.verify_signatures && signature_covers_body {
+            verify_agent(&signed, &scope, &agent, now)?;
         }
 
         // Where the call really goes: the tunnel's host, or the scope's regional host.
@@ -850,6 +851,23 @@ impl Pipeline {
             body.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
         ))
     }
+}
+
+/// Verify the agent's signature over `request`.
+fn verify_agent(
+    request: &AwsRequest<'_>,
+    scope: &Scope<'_>,
+    agent: &Caller,
+    now: SystemTime,
+) -> Result<(), Refusal> {
+    sigv4::verify(request, scope, &agent.secret, now).map_err(|e| {
+        let status = if matches!(e, sigv4::VerifyError::Malformed(_)) {
+            400
+        } else {
+            403
+        };
+        refuse(status, e.code(), format!("sigward: {e}"))
+    })
 }
 
 /// The refusal an approval's outcome means, if it means one.

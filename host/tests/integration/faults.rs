@@ -752,3 +752,44 @@ fn a_thousand_idle_tunnels_are_held_and_each_still_serves() {
     assert_eq!(errors, 0);
     assert!(per_tunnel < 256 << 10, "{per_tunnel} bytes per idle tunnel");
 }
+
+#[test]
+fn a_signature_that_does_not_cover_the_body_is_checked_before_the_body_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_upstream, url) = start_upstream(false);
+    let sigward = Sigward::start(dir.path(), &config(dir.path(), &url, ""));
+    let endpoint = sigward.endpoint_url.clone().expect("url");
+    let host = endpoint.trim_start_matches("https://").to_string();
+    // A small S3 upload (read whole, so that it is understood) with a declared hash, a
+    // wrong signature and `Expect: 100-continue`: refused at once — sigward does not ask
+    // for the body of a request it will not serve.
+    let body = vec![b'x'; 1000];
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let call = Call {
+        method: "PUT",
+        uri: "/bucket/key",
+        headers: vec![("expect", "100-continue")],
+        body,
+        service: "s3",
+        region: "us-east-1",
+        payload_hash: Some(&hash),
+    };
+    let bytes = call.bytes(&host);
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head")
+        + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    let (before, signature) = head.rsplit_once("Signature=").expect("signed");
+    let wrong = if signature.starts_with('0') { "1" } else { "0" };
+    let head = format!("{before}Signature={wrong}{}", &signature[1..]);
+    let mut tls = tls_to(&sigward.ca, &endpoint);
+    tls.write_all(head.as_bytes()).expect("head");
+    tls.flush().expect("flush");
+    let mut response = vec![0u8; 2048];
+    let n = tls.read(&mut response).expect("an answer without the body");
+    let response = String::from_utf8_lossy(&response[..n]);
+    assert!(!response.starts_with("HTTP/1.1 100"), "{response}");
+    assert_eq!(status(&response), 403, "{response}");
+}
