@@ -73,20 +73,13 @@ fn serve(stream: TcpStream, state: &Upstream, sts_fails: bool) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if head
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|p| p.starts_with("/hang"))
-        {
+        let path = head.split_whitespace().nth(1).unwrap_or_default();
+        if path.starts_with("/hang") {
             state.hung.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(120));
             return;
         }
-        if head
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|p| p.starts_with("/slow"))
-        {
+        if path.starts_with("/slow") {
             state.slow.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -94,30 +87,34 @@ fn serve(stream: TcpStream, state: &Upstream, sts_fails: bool) {
             state.assume_roles.fetch_add(1, Ordering::SeqCst);
             if sts_fails {
                 std::thread::sleep(Duration::from_millis(500));
-                let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not allowed to assume the role</Message></Error><RequestId>1</RequestId></ErrorResponse>";
-                format!(
-                    "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
+                xml_response(
+                    "403 Forbidden",
+                    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not allowed to assume the role</Message></Error><RequestId>1</RequestId></ErrorResponse>",
                 )
             } else {
-                let body = "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
-                    <Credentials><AccessKeyId>ASIAFAULTSROLEKEY001</AccessKeyId><SecretAccessKey>faults-role-secret</SecretAccessKey>\
-                    <SessionToken>faults-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>\
-                    <AssumedRoleUser><AssumedRoleId>AROAFAULTS:s</AssumedRoleId><Arn>arn:aws:sts::111111111111:assumed-role/r/s</Arn></AssumedRoleUser>\
-                    </AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>";
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
+                xml_response(
+                    "200 OK",
+                    "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+                     <Credentials><AccessKeyId>ASIAFAULTSROLEKEY001</AccessKeyId><SecretAccessKey>faults-role-secret</SecretAccessKey>\
+                     <SessionToken>faults-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>\
+                     <AssumedRoleUser><AssumedRoleId>AROAFAULTS:s</AssumedRoleId><Arn>arn:aws:sts::111111111111:assumed-role/r/s</Arn></AssumedRoleUser>\
+                     </AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>",
                 )
             }
         } else {
-            "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 5\r\n\r\n<ok/>"
-                .to_string()
+            xml_response("200 OK", "<ok/>")
         };
         if writer.write_all(response.as_bytes()).is_err() {
             return;
         }
     }
+}
+
+fn xml_response(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 fn config(dir: &Path, upstream: &str, proxy: &str) -> String {

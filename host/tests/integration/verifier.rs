@@ -272,6 +272,41 @@ fn agent_sign(
     (head, signed.signature)
 }
 
+/// The agent's presigned-URL parameters for `method uri` at `host`, as `&k=v…` to append.
+fn agent_presign(method: &str, uri: &str, host: &str, now: SystemTime) -> String {
+    let agent = SigningCredentials {
+        access_key_id: AGENT_KEY.into(),
+        secret_access_key: AGENT_SECRET.into(),
+        session_token: None,
+    };
+    let headers = [("host", host)];
+    let presigned = resign(
+        &Outgoing {
+            method,
+            uri,
+            headers: &headers,
+            payload_hash: None,
+            body: b"",
+            presign: Some(Duration::from_secs(300)),
+        },
+        "s3",
+        "us-east-1",
+        &agent,
+        now,
+    )
+    .expect("presign");
+    presigned
+        .params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "&{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect()
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC-SHA256 (RFC 2104), written out: the verifier shares no signing code with sigward.
     let mut block = [0u8; 64];
@@ -545,37 +580,7 @@ fn an_independent_verifier_checks_what_moto_does_not() {
     assert!(recorded("/bucket/small-mismatch").is_empty());
 
     // A presigned URL is re-presigned with the role's credentials.
-    let agent = SigningCredentials {
-        access_key_id: AGENT_KEY.into(),
-        secret_access_key: AGENT_SECRET.into(),
-        session_token: None,
-    };
-    let headers = [("host", host.as_str())];
-    let presigned = resign(
-        &Outgoing {
-            method: "GET",
-            uri: "/bucket/presigned?versionId=1",
-            headers: &headers,
-            payload_hash: None,
-            body: b"",
-            presign: Some(Duration::from_secs(300)),
-        },
-        "s3",
-        "us-east-1",
-        &agent,
-        now,
-    )
-    .expect("presign");
-    let query: String = presigned
-        .params
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "&{k}={}",
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect();
+    let query = agent_presign("GET", "/bucket/presigned?versionId=1", &host, now);
     let request = format!(
         "GET /bucket/presigned?versionId=1{query} HTTP/1.1\r\nhost: {host}\r\nConnection: close\r\n\r\n"
     );
@@ -816,39 +821,8 @@ fn a_presigned_upload_streams() {
         .expect("endpoint url")
         .trim_start_matches("https://")
         .to_string();
-    let agent = SigningCredentials {
-        access_key_id: AGENT_KEY.into(),
-        secret_access_key: AGENT_SECRET.into(),
-        session_token: None,
-    };
-    let headers = [("host", host.as_str())];
-    let presigned = resign(
-        &Outgoing {
-            method: "PUT",
-            uri: "/discard/presigned-upload",
-            headers: &headers,
-            payload_hash: None,
-            body: b"",
-            presign: Some(Duration::from_secs(300)),
-        },
-        "s3",
-        "us-east-1",
-        &agent,
-        SystemTime::now(),
-    )
-    .expect("presign");
-    let query: String = presigned
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| {
-            format!(
-                "{}{k}={}",
-                if i == 0 { '?' } else { '&' },
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect();
+    let query = agent_presign("PUT", "/discard/presigned-upload", &host, SystemTime::now())
+        .replacen('&', "?", 1);
     const SIZE: usize = 80 << 20;
     let block = vec![7u8; 1 << 20];
     let mut tls = tls_to(&sigward.ca, sigward.endpoint_url.as_deref().expect("url"));
