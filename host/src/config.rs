@@ -126,6 +126,11 @@ pub struct Endpoint {
     pub approval_timeout: Duration,
     /// How long the upstream may take to start answering (`504` past it).
     pub response_timeout: Duration,
+    /// The assumed-role sessions' source identity (`sts:SetSourceIdentity`), a template of
+    /// `{agent}`, `{endpoint}`, `{account}`.
+    pub source_identity: Option<String>,
+    /// The assumed-role sessions' tags (`sts:TagSession`), values templates as above.
+    pub session_tags: Vec<(String, String)>,
     /// Told of each new pending approval (JSON with a Slack-compatible `text`).
     pub approval_webhook: Option<String>,
     pub mode: Mode,
@@ -372,6 +377,9 @@ struct RawEndpoint {
     fuel: Option<u64>,
     approval_timeout: Option<String>,
     response_timeout: Option<String>,
+    source_identity: Option<String>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
     approval_webhook: Option<String>,
     mode: Option<String>,
 }
@@ -611,6 +619,39 @@ impl RawConfig {
                 raw.response_timeout.as_deref(),
                 Duration::from_secs(60),
             )?;
+            let template = |what: String, text: &str| -> Result<(), ConfigError> {
+                let mut rest = text;
+                while let Some(open) = rest.find('{') {
+                    let close = rest[open..].find('}').map(|c| open + c).ok_or_else(|| {
+                        ConfigError(format!("{what}: {text:?} has a {{ without }}"))
+                    })?;
+                    let name = &rest[open + 1..close];
+                    if !matches!(name, "agent" | "endpoint" | "account") {
+                        return Err(ConfigError(format!(
+                            "{what}: {{{name}}} is not {{agent}}, {{endpoint}} or {{account}}"
+                        )));
+                    }
+                    rest = &rest[close + 1..];
+                }
+                Ok(())
+            };
+            if let Some(text) = &raw.source_identity {
+                template(format!("{key}.source_identity"), text)?;
+            }
+            if raw.tags.len() > 50 {
+                return Err(ConfigError(format!(
+                    "{key}.tags: {} tags, STS takes at most 50",
+                    raw.tags.len()
+                )));
+            }
+            for (name, value) in &raw.tags {
+                if name.is_empty() || name.len() > 128 {
+                    return Err(ConfigError(format!(
+                        "{key}.tags: a tag key must be 1 to 128 characters ({name:?})"
+                    )));
+                }
+                template(format!("{key}.tags.{name}"), value)?;
+            }
             let approval_webhook = raw
                 .approval_webhook
                 .as_deref()
@@ -639,6 +680,8 @@ impl RawConfig {
                 limits,
                 approval_timeout,
                 response_timeout,
+                source_identity: raw.source_identity,
+                session_tags: raw.tags.into_iter().collect(),
                 approval_webhook,
                 mode,
             });
@@ -770,6 +813,8 @@ role = "clawpatrol-gateway"
 region = "us-east-1"
 credential = "base"
 accounts = ["111111111111=prod", "222222222222=staging"]
+source_identity = "{agent}"
+tags = { agent = "{agent}", endpoint = "{endpoint}" }
 upstream = "http://127.0.0.1:5000"
 approval_timeout = "90s"
 approval_webhook = "https://hooks.example.com/sigward"

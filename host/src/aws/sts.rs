@@ -77,7 +77,9 @@ pub struct CredentialCache {
     /// Or why there is none (the environment had no credentials at start-up).
     client: Result<aws_sdk_sts::Client, String>,
     role: String,
+    identity: SessionIdentity,
     partition: &'static str,
+    /// Per (account, agent).
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     assumed: std::sync::atomic::AtomicU64,
     hits: std::sync::atomic::AtomicU64,
@@ -95,10 +97,17 @@ impl CredentialCache {
     /// A cache assuming `role` with `base` through `upstream`, on `region`'s STS endpoint.
     /// Without base credentials (`source = "environment"` and none set) it is still made:
     /// every request is then refused with a 503 saying so.
-    pub fn new(base: &BaseCredential, role: &str, region: &str, upstream: Upstream) -> Self {
+    pub fn new(
+        base: &BaseCredential,
+        role: &str,
+        region: &str,
+        upstream: Upstream,
+        identity: SessionIdentity,
+    ) -> Self {
         Self {
             client: Self::client(base, region, upstream),
             role: role.to_string(),
+            identity,
             partition: super::partition(region),
             slots: Mutex::default(),
             assumed: 0.into(),
@@ -174,14 +183,17 @@ impl CredentialCache {
         self.assumed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Credentials for `account`, assumed now unless cached ones last 5 more minutes.
-    /// `agent` names the session (it shows in the target account's CloudTrail).
+    /// Credentials for `agent` in `account`, assumed now unless cached ones last 5 more
+    /// minutes. Each agent has sessions of its own, named after it (`sigward-<agent>`,
+    /// with the endpoint's source identity and session tags), so that the target
+    /// account's CloudTrail says which agent made each call.
     pub async fn get(&self, account: &str, agent: &str) -> Result<SigningCredentials, StsError> {
+        let key = format!("{account}\n{agent}");
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            match slots.get(account) {
+            match slots.get(&key) {
                 Some(slot) => Arc::clone(slot),
-                None => Arc::clone(slots.entry(account.to_string()).or_default()),
+                None => Arc::clone(slots.entry(key).or_default()),
             }
         };
         if let Some(credentials) = slot.fresh() {
@@ -222,17 +234,29 @@ impl CredentialCache {
         })?;
         self.assumed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let output = client
+        let mut call = client
             .assume_role()
             .role_arn(&role_arn)
             .role_session_name(session_name(agent))
-            .duration_seconds(SESSION.as_secs() as i32)
-            .send()
-            .await
-            .map_err(|e| StsError {
-                role_arn: role_arn.clone(),
-                reason: crate::proxy::forward::error_chain(&e),
-            })?;
+            .duration_seconds(SESSION.as_secs() as i32);
+        if let Some(template) = &self.identity.source_identity {
+            call = call.source_identity(sts_name(&self.identity.render(template, agent, account)));
+        }
+        for (key, template) in &self.identity.tags {
+            let tag = aws_sdk_sts::types::Tag::builder()
+                .key(key)
+                .value(self.identity.render(template, agent, account))
+                .build()
+                .map_err(|e| StsError {
+                    role_arn: role_arn.clone(),
+                    reason: format!("session tag {key}: {e}"),
+                })?;
+            call = call.tags(tag);
+        }
+        let output = call.send().await.map_err(|e| StsError {
+            role_arn: role_arn.clone(),
+            reason: crate::proxy::forward::error_chain(&e),
+        })?;
         let credentials = output.credentials().ok_or_else(|| StsError {
             role_arn: role_arn.clone(),
             reason: "STS answered without credentials".into(),
@@ -251,9 +275,32 @@ impl CredentialCache {
     }
 }
 
+/// Who the endpoint's sessions say they are, beyond their name: `source_identity` and
+/// session `tags`, templates of `{agent}`, `{endpoint}` and `{account}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionIdentity {
+    pub endpoint: String,
+    pub source_identity: Option<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl SessionIdentity {
+    fn render(&self, template: &str, agent: &str, account: &str) -> String {
+        template
+            .replace("{agent}", agent)
+            .replace("{endpoint}", &self.endpoint)
+            .replace("{account}", account)
+    }
+}
+
 /// `sigward-<agent>`, in the characters and length STS allows (`[\w+=,.@-]{2,64}`).
 fn session_name(agent: &str) -> String {
-    let name: String = format!("sigward-{agent}")
+    sts_name(&format!("sigward-{agent}"))
+}
+
+/// `text` in the characters and length STS allows in names (`[\w+=,.@-]{2,64}`).
+fn sts_name(text: &str) -> String {
+    let name: String = text
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
@@ -264,6 +311,9 @@ fn session_name(agent: &str) -> String {
         })
         .take(64)
         .collect();
+    if name.len() < 2 {
+        return format!("{name}--")[..2].to_string();
+    }
     name
 }
 

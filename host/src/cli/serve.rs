@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::agents::{AgentStore, LiveAgents};
 use crate::approval::Approvals;
 use crate::audit::AuditLog;
-use crate::aws::sts::CredentialCache;
+use crate::aws::sts::{CredentialCache, SessionIdentity};
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Route};
 use crate::policy::{Engine, Policies, reload};
@@ -56,7 +56,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .get(&endpoint.credential)
                 .with_context(|| format!("endpoint {}: no credential", endpoint.name))?;
             let credentials =
-                CredentialCache::new(base, &endpoint.role, &endpoint.region, upstream.clone());
+                CredentialCache::new(
+                    base,
+                    &endpoint.role,
+                    &endpoint.region,
+                    upstream.clone(),
+                    SessionIdentity {
+                        endpoint: endpoint.name.clone(),
+                        source_identity: endpoint.source_identity.clone(),
+                        tags: endpoint.session_tags.clone(),
+                    },
+                );
             if let Some(reason) = credentials.unavailable() {
                 tracing::warn!(endpoint = %endpoint.name, "{reason}: every request will be refused");
             }

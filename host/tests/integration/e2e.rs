@@ -259,12 +259,23 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(venv: &Path, dir: &Path, sigward: &Sigward, secret: &str) -> Agent {
-        let credentials = dir.join(format!("credentials-{}", secret.len()));
+        Self::with_keys(venv, dir, sigward, secret, "XXXX")
+    }
+
+    /// An agent whose key ids end in `suffix` (`AKIA<account><suffix>`).
+    pub fn with_keys(
+        venv: &Path,
+        dir: &Path,
+        sigward: &Sigward,
+        secret: &str,
+        suffix: &str,
+    ) -> Agent {
+        let credentials = dir.join(format!("credentials-{}-{suffix}", secret.len()));
         std::fs::write(
             &credentials,
             format!(
-                "[prod]\naws_access_key_id = AKIA111111111111XXXX\naws_secret_access_key = {secret}\n\
-                 [staging]\naws_access_key_id = AKIA222222222222XXXX\naws_secret_access_key = {secret}\n"
+                "[prod]\naws_access_key_id = AKIA111111111111{suffix}\naws_secret_access_key = {secret}\n\
+                 [staging]\naws_access_key_id = AKIA222222222222{suffix}\naws_secret_access_key = {secret}\n"
             ),
         )
         .expect("credentials file");
@@ -650,4 +661,49 @@ except botocore.exceptions.ClientError as e:
             && message.contains(&format!("arn:aws:iam::111111111111:role/{ROLE}")),
         "{message}"
     );
+}
+
+/// Each agent is its own session at AWS: sigward assumes the role per (account, agent),
+/// names the session after the agent and, when configured, sets its source identity and
+/// session tags — so the target account sees which agent made each call.
+#[test]
+fn each_agent_is_its_own_session_at_aws() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let moto = Moto::start(&venv, dir.path(), &["111111111111", "222222222222"]);
+    let text = config(
+        dir.path(),
+        &moto.base_key,
+        &moto.url,
+        r#"{ module = "builtin:no-secrets" }"#,
+    )
+    .replace(
+        "policies = [",
+        "source_identity = \"{agent}\"\ntags = { agent = \"{agent}\", endpoint = \"{endpoint}\" }\npolicies = [",
+    )
+    + &format!(
+        "\n[[agent]]\nname = \"codex\"\naccess_key_ids = [\"AKIA111111111111YYYY\", \"AKIA222222222222YYYY\"]\nsecret_access_key = \"codex-secret\"\n"
+    );
+    let sigward = Sigward::start(dir.path(), &text);
+    let claude = Agent::new(&venv, dir.path(), &sigward, AGENT_SECRET);
+    let codex = Agent::with_keys(&venv, dir.path(), &sigward, "codex-secret", "YYYY");
+    for _ in 0..2 {
+        for (agent, name) in [(&claude, "claude"), (&codex, "codex")] {
+            for (profile, account) in [("prod", "111111111111"), ("staging", "222222222222")] {
+                let who = json(&ok(
+                    &agent.aws(profile, &["sts", "get-caller-identity"]),
+                    "sts",
+                ));
+                assert_eq!(who["Account"], account, "{name} {profile}: {who}");
+                let arn = who["Arn"].as_str().expect("arn");
+                assert!(
+                    arn.ends_with(&format!(":assumed-role/{ROLE}/sigward-{name}")),
+                    "{name} {profile}: {arn}"
+                );
+            }
+        }
+    }
+    // 2 agents × 2 accounts: four AssumeRole calls for the eight requests.
+    let assumed = sigward.log().matches("assumed role").count();
+    assert_eq!(assumed, 4, "{}", sigward.log());
 }

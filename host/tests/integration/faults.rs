@@ -26,6 +26,8 @@ struct Upstream {
     hung: AtomicUsize,
     /// Requests for `/slow…` that arrived (each answered after a second).
     slow: AtomicUsize,
+    /// The AssumeRole calls' bodies.
+    assume_bodies: std::sync::Mutex<Vec<String>>,
 }
 
 /// AssumeRole is refused (403, after 500 ms, so that callers overlap) when `sts_fails`;
@@ -85,6 +87,11 @@ fn serve(stream: TcpStream, state: &Upstream, sts_fails: bool) {
         }
         let response = if body.starts_with(b"Action=AssumeRole") {
             state.assume_roles.fetch_add(1, Ordering::SeqCst);
+            state
+                .assume_bodies
+                .lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(&body).into_owned());
             if sts_fails {
                 std::thread::sleep(Duration::from_millis(500));
                 xml_response(
@@ -789,4 +796,46 @@ fn a_signature_that_does_not_cover_the_body_is_checked_before_the_body_is_read()
     let response = String::from_utf8_lossy(&response[..n]);
     assert!(!response.starts_with("HTTP/1.1 100"), "{response}");
     assert_eq!(status(&response), 403, "{response}");
+}
+
+#[test]
+fn sessions_carry_the_agents_source_identity_and_tags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, url) = start_upstream(false);
+    let text = config(dir.path(), &url, "").replace(
+        "response_timeout = \"2s\"",
+        "source_identity = \"{agent}\"\ntags = { agent = \"{agent}\", endpoint = \"{endpoint}\", account = \"{account}\" }",
+    );
+    let sigward = Sigward::start(dir.path(), &text);
+    assert_eq!(status(&via_endpoint(&sigward, &identity())), 200);
+    let bodies = upstream.assume_bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(bodies[0].as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("RoleSessionName"), Some("sigward-claude"));
+    assert_eq!(get("SourceIdentity"), Some("claude"));
+    let mut tags: Vec<(String, String)> = (1..=3)
+        .filter_map(|n| {
+            Some((
+                get(&format!("Tags.member.{n}.Key"))?.to_string(),
+                get(&format!("Tags.member.{n}.Value"))?.to_string(),
+            ))
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            ("account".to_string(), "111111111111".to_string()),
+            ("agent".to_string(), "claude".to_string()),
+            ("endpoint".to_string(), "aws".to_string()),
+        ]
+    );
 }
