@@ -681,9 +681,7 @@ fn each_agent_is_its_own_session_at_aws() {
         "policies = [",
         "source_identity = \"{agent}\"\ntags = { agent = \"{agent}\", endpoint = \"{endpoint}\" }\npolicies = [",
     )
-    + &format!(
-        "\n[[agent]]\nname = \"codex\"\naccess_key_ids = [\"AKIA111111111111YYYY\", \"AKIA222222222222YYYY\"]\nsecret_access_key = \"codex-secret\"\n"
-    );
+    + "\n[[agent]]\nname = \"codex\"\naccess_key_ids = [\"AKIA111111111111YYYY\", \"AKIA222222222222YYYY\"]\nsecret_access_key = \"codex-secret\"\n";
     let sigward = Sigward::start(dir.path(), &text);
     let claude = Agent::new(&venv, dir.path(), &sigward, AGENT_SECRET);
     let codex = Agent::with_keys(&venv, dir.path(), &sigward, "codex-secret", "YYYY");
