@@ -43,7 +43,7 @@ fn ambiguous(why: String) -> UnderstandError {
     UnderstandError::Ambiguous(why)
 }
 
-/// Every header appears at most once (but for the few in [`REPEATABLE`]), and every
+/// Every header appears at most once (but for the few in `REPEATABLE`), and every
 /// header value is text: a second `X-Amz-Target`, `Content-Type` or `Host`, or a value
 /// sigward cannot read, is a second possible meaning.
 pub fn check_headers(request: &Request<'_>) -> Result<(), UnderstandError> {
