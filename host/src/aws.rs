@@ -284,29 +284,42 @@ pub fn body_carries_call(signing: &str) -> bool {
 }
 
 /// The protocol a request most likely speaks, for refusing it before it is understood:
-/// its headers first, then what the services signing as `signing` speak.
+/// its headers and path first, then what the services signing as `signing` speak — or,
+/// without a signing name, the service whose endpoint form the host is.
 pub fn protocol_hint(request: &Request, signing: Option<&str>) -> Protocol {
     if request
         .header("smithy-protocol")
         .is_some_and(|p| p.eq_ignore_ascii_case("rpc-v2-cbor"))
+        || is_cbor_path(request.raw_path)
     {
         return Protocol::Cbor;
     }
     if request.header("x-amz-target").is_some() {
         return Protocol::Json;
     }
-    let service = signing
-        .and_then(|s| TABLES.by_signing(s).first())
-        .map(|&i| &TABLES.services[i]);
-    let is_form = request
-        .header("content-type")
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let service = match signing {
+        Some(signing) => TABLES
+            .by_signing(signing)
+            .first()
+            .map(|&i| &TABLES.services[i]),
+        None => host::parse(request.host()).ok().flatten().and_then(|h| {
+            TABLES.services.iter().find(|s| {
+                if h.s3 {
+                    s.id == "s3"
+                } else {
+                    s.id != "s3" && s.endpoint_region(&h.name).is_some()
+                }
+            })
+        }),
+    };
+    let is_form = ambiguity::media(request) == Media::Form;
     match service {
         Some(s) if is_form && s.speaks(Protocol::Ec2) => Protocol::Ec2,
         _ if is_form => Protocol::Query,
         Some(s) if s.speaks(Protocol::RestJson) => Protocol::RestJson,
         Some(s) if s.speaks(Protocol::Json) => Protocol::Json,
         Some(s) if s.speaks(Protocol::Query) => Protocol::Query,
+        Some(s) if s.speaks(Protocol::Ec2) => Protocol::Ec2,
         _ => Protocol::RestXml,
     }
 }

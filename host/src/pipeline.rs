@@ -363,6 +363,8 @@ impl Pipeline {
         let mut protocol = Protocol::RestXml;
         if self.stopping.load(Ordering::Acquire) {
             pending.finished = true;
+            let (parts, _) = request.into_parts();
+            protocol = early_protocol(&parts, arrival);
             let refusal = refuse(
                 503,
                 "ServiceUnavailable",
@@ -487,6 +489,7 @@ impl Pipeline {
         if let Some(tunnel) = &arrival.tunnel_host
             && !strip_port(&host_header).eq_ignore_ascii_case(strip_port(tunnel))
         {
+            *protocol = early_protocol(&parts, arrival);
             return Err(refuse(
                 400,
                 "InvalidRequest",
@@ -518,15 +521,20 @@ impl Pipeline {
         let now = SystemTime::now();
         let (agent, carries_call, presigned, signature_covers_body) = {
             let head = AwsRequest::from_parts(parts.method.as_str(), &target, head_headers(), &[]);
+            // Refused before the scope names the service: the error's format comes from
+            // the request's own shape (target, media type, path, host).
             let scope = Scope::of(&head)
-                .map_err(|e| refuse(403, "IncompleteSignature", format!("sigward: {e}")))?
-                .ok_or_else(|| {
-                    refuse(
-                        403,
-                        "MissingAuthenticationToken",
-                        "sigward: the request is not signed; sigward forwards only requests signed with an agent's key",
-                    )
-                })?;
+                .map_err(|e| refuse(403, "IncompleteSignature", format!("sigward: {e}")))
+                .and_then(|scope| {
+                    scope.ok_or_else(|| {
+                        refuse(
+                            403,
+                            "MissingAuthenticationToken",
+                            "sigward: the request is not signed; sigward forwards only requests signed with an agent's key",
+                        )
+                    })
+                })
+                .inspect_err(|_| *protocol = early_protocol(&parts, arrival))?;
             *protocol = aws::protocol_hint(&head, Some(scope.service));
             let agent = self.identify(&head, &scope, now)?;
             // A signature that does not cover the body's bytes (a declared payload hash,
@@ -851,6 +859,28 @@ impl Pipeline {
             body.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
         ))
     }
+}
+
+/// The protocol of a request refused before its credential scope is read, from what it
+/// shows: the tunnel's host (or its `Host`), target header, media type and path.
+fn early_protocol(parts: &http::request::Parts, arrival: &Arrival) -> Protocol {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != http::header::HOST)
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let host = arrival
+        .tunnel_host
+        .as_deref()
+        .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
+        .unwrap_or_default();
+    headers.push(("host", host.as_bytes()));
+    aws::protocol_hint(
+        &AwsRequest::from_parts(parts.method.as_str(), target, headers, &[]),
+        None,
+    )
 }
 
 /// Verify the agent's signature over `request`.

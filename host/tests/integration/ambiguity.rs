@@ -637,3 +637,82 @@ fn a_body_that_carries_the_call_is_read_whatever_its_payload_hash_says() {
     assert!(response.contains("was not read"), "{response}");
     assert_eq!(forwarded(&upstream).len(), before);
 }
+
+/// Refusals made before the credential scope names the service still come in the format
+/// the client parses: from the target header, the media type, the path and the host.
+#[test]
+fn refusals_before_the_scope_speak_the_clients_protocol() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_upstream, url) = start_upstream();
+    let sigward = start(dir.path(), &url);
+    let unsigned = |host: &str, head: &str, body: &str| {
+        let mut tls = open_tunnel(&sigward, host).expect("tunnel");
+        let request = format!(
+            "{head}\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(request.as_bytes()).expect("write");
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    let header = |response: &str, name: &str| {
+        response
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    // JSON (a target): a JSON error.
+    let json = unsigned(
+        "dynamodb.us-east-1.amazonaws.com",
+        "POST / HTTP/1.1\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nContent-Type: application/x-amz-json-1.0",
+        "{}",
+    );
+    assert_eq!(status(&json), 403, "{json}");
+    assert!(header(&json, "content-type").contains("json"), "{json}");
+    assert!(
+        json.contains("\"__type\"") && json.contains("MissingAuthenticationToken"),
+        "{json}"
+    );
+    // REST-JSON (Lambda, by its host): a JSON error.
+    let rest_json = unsigned(
+        "lambda.us-east-1.amazonaws.com",
+        "GET /2015-03-31/functions/ HTTP/1.1",
+        "",
+    );
+    assert_eq!(status(&rest_json), 403, "{rest_json}");
+    assert!(
+        header(&rest_json, "content-type").contains("json"),
+        "{rest_json}"
+    );
+    // Query (a form body, in any case): the query protocol's XML error.
+    let query = unsigned(
+        "sqs.us-east-1.amazonaws.com",
+        "POST / HTTP/1.1\r\nContent-Type: APPLICATION/X-WWW-FORM-URLENCODED",
+        "Action=ListQueues",
+    );
+    assert_eq!(status(&query), 403, "{query}");
+    assert!(query.contains("<ErrorResponse>"), "{query}");
+    // A Host that is not the tunnel's, on a JSON call: still a JSON error.
+    let mismatch = {
+        let mut tls = open_tunnel(&sigward, "dynamodb.us-east-1.amazonaws.com").expect("tunnel");
+        tls.write_all(
+            b"POST / HTTP/1.1\r\nHost: sqs.us-east-1.amazonaws.com\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+        .expect("write");
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    assert_eq!(status(&mismatch), 400, "{mismatch}");
+    assert!(
+        header(&mismatch, "content-type").contains("json"),
+        "{mismatch}"
+    );
+}
