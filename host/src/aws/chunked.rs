@@ -157,6 +157,18 @@ impl Resigner {
                     self.claimed = signature;
                     self.state = State::Data { size };
                 }
+                // The final chunk of a body with a trailer has no data and so no data CRLF
+                // (RFC 9112's chunked grammar): the trailer lines follow its header line.
+                State::Data { size: 0 } if self.trailer => {
+                    let expected = self.agent.sign_chunk(&Bytes::new());
+                    if !bool::from(expected.as_bytes().ct_eq(self.claimed.as_bytes())) {
+                        return Err(ChunkError::Signature(self.chunks));
+                    }
+                    let signature = self.ours.sign_chunk(&Bytes::new());
+                    out.extend_from_slice(format!("0;chunk-signature={signature}\r\n").as_bytes());
+                    self.chunks += 1;
+                    self.state = State::Trailer;
+                }
                 State::Data { size } => {
                     if self.pending.len() < size + 2 {
                         return Ok(());
@@ -181,11 +193,7 @@ impl Resigner {
                     out.extend_from_slice(b"\r\n");
                     self.chunks += 1;
                     self.state = if size == 0 {
-                        if self.trailer {
-                            State::Trailer
-                        } else {
-                            State::Done
-                        }
+                        State::Done
                     } else {
                         State::Header
                     };
@@ -324,6 +332,59 @@ mod tests {
         );
     }
 
+    /// A body in AWS's framing: each chunk's data ends in CRLF; the final (empty) chunk's
+    /// header is followed by the trailer lines, or by the closing empty line.
+    /// aws-c-auth's trailing-headers vector (tests/test_chunked_signing.c): after the
+    /// documented example's final chunk, the trailer `first:1st`, `second:2nd`, `third:3rd`.
+    #[test]
+    fn matches_aws_c_auths_trailer_signature() {
+        let mut c = chain("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        c.sign_chunk(&Bytes::from(vec![b'a'; 65536]));
+        c.sign_chunk(&Bytes::from(vec![b'a'; 1024]));
+        c.sign_chunk(&Bytes::new());
+        let mut headers = Headers::new();
+        for (name, value) in [("first", "1st"), ("second", "2nd"), ("third", "3rd")] {
+            headers.insert(name, value.to_string());
+        }
+        assert_eq!(
+            c.sign_trailer(&headers),
+            "df5735bd9f3295cd9386572292562fefc93ba94e80a0a1ddcbd652c4e0a75e6c"
+        );
+    }
+
+    /// The framing of aws-c-auth's integration body, piece by piece as that test writes it
+    /// (`1;chunk-signature=` … `\r\na\r\n0;chunk-signature=` … `\r\nx-amz-checksum-crc32c:
+    /// wdBDMA==\r\nx-amz-trailer-signature:` … `\r\n\r\n`): verified and re-signed, and
+    /// the re-signed body keeps that framing.
+    #[test]
+    fn reads_aws_framing_of_a_signed_trailer() {
+        let mut agent = chain("agent-secret");
+        let first = agent.sign_chunk(&Bytes::from_static(b"a"));
+        let last = agent.sign_chunk(&Bytes::new());
+        let mut headers = Headers::new();
+        headers.insert("x-amz-checksum-crc32c", "wdBDMA==".to_string());
+        let trailer = agent.sign_trailer(&headers);
+        let input = format!(
+            "1;chunk-signature={first}\r\na\r\n0;chunk-signature={last}\r\nx-amz-checksum-crc32c:wdBDMA==\r\nx-amz-trailer-signature:{trailer}\r\n\r\n"
+        );
+        for piece in [1, 5, input.len()] {
+            let out = resign_in_pieces(input.as_bytes(), piece, true).expect("AWS's framing");
+            let text = String::from_utf8(out).expect("text");
+            let mut ours = chain("role-secret");
+            let first = ours.sign_chunk(&Bytes::from_static(b"a"));
+            let last = ours.sign_chunk(&Bytes::new());
+            let trailer = ours.sign_trailer(&headers);
+            assert_eq!(
+                text,
+                format!(
+                    "1;chunk-signature={first}\r\na\r\n0;chunk-signature={last}\r\nx-amz-checksum-crc32c:wdBDMA==\r\nx-amz-trailer-signature:{trailer}\r\n\r\n"
+                ),
+                "piece {piece}"
+            );
+            assert_eq!(text.len(), input.len());
+        }
+    }
+
     fn body(secret: &str, chunks: &[&[u8]], trailer: Option<(&str, &str)>) -> Vec<u8> {
         let mut c = chain(secret);
         let mut out = Vec::new();
@@ -331,7 +392,9 @@ mod tests {
             let sig = c.sign_chunk(&Bytes::copy_from_slice(data));
             out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", data.len()).as_bytes());
             out.extend_from_slice(data);
-            out.extend_from_slice(b"\r\n");
+            if !data.is_empty() || trailer.is_none() {
+                out.extend_from_slice(b"\r\n");
+            }
         }
         if let Some((name, value)) = trailer {
             let mut headers = Headers::new();
