@@ -1,22 +1,164 @@
-//! `builtin:no-secrets`: deny the reads that return secret material — the calls a
-//! read-only agent could otherwise use to walk off with credentials. Everything else is
-//! allowed (pair it with `builtin:read-only`). No settings.
+//! `builtin:no-secrets`: deny the calls that hand secret material to the caller — the
+//! calls a read-only agent could otherwise use to walk off with credentials. Everything
+//! else is allowed (pair it with `builtin:read-only`). No settings.
+//!
+//! The list is reviewed by hand; each entry names the AWS documentation that says the
+//! call returns a secret (a credential, a password, a key, a token, decrypted data). Some
+//! entries apply only when a parameter asks for the secret (`HidePassword`,
+//! `includeValue`, `Attribute=userData`).
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 use sigward_policy_sdk::prelude::*;
 
-/// IAM actions (IAM wildcards, compared ignoring case) whose response carries a secret.
-pub const SECRET_READS: &[&str] = &[
-    "secretsmanager:GetSecretValue",
-    "kms:Decrypt",
-    "ssm:GetParameter*",
-    "lambda:GetFunction",
-    "ec2:GetPasswordData",
-    "*:GetAuthorizationToken",
-    "sts:GetSessionToken",
-    "cognito-identity:Get*",
+/// When an entry applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// Only when the parameter has this value (ignoring case).
+    ParamIs(&'static str, &'static str),
+    /// Unless the parameter has this value (ignoring case).
+    Unless(&'static str, &'static str),
+}
+
+/// One call that returns secret material.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretRead {
+    /// An IAM action or `<signing service>:<operation>` (IAM wildcards, ignoring case):
+    /// API Gateway's IAM actions are HTTP verbs, so its entries name the operation.
+    pub action: &'static str,
+    pub when: When,
+    /// The AWS documentation that says what the call returns.
+    pub source: &'static str,
+}
+
+const fn always(action: &'static str, source: &'static str) -> SecretRead {
+    SecretRead {
+        action,
+        when: When::Always,
+        source,
+    }
+}
+
+/// Calls whose response (or whose effect, for the key and password creators) puts a
+/// secret in the caller's hands.
+pub const SECRET_READS: &[SecretRead] = &[
+    always(
+        "secretsmanager:GetSecretValue",
+        "https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html",
+    ),
+    always(
+        "secretsmanager:BatchGetSecretValue",
+        "https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_BatchGetSecretValue.html",
+    ),
+    always(
+        "kms:Decrypt",
+        "https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html",
+    ),
+    always(
+        "ssm:GetParameter*",
+        "https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameter.html (SecureString values, WithDecryption)",
+    ),
+    always(
+        "lambda:GetFunction",
+        "https://docs.aws.amazon.com/lambda/latest/api/API_GetFunction.html (a presigned code URL and the environment)",
+    ),
+    always(
+        "ec2:GetPasswordData",
+        "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetPasswordData.html",
+    ),
+    SecretRead {
+        action: "ec2:DescribeInstanceAttribute",
+        when: When::ParamIs("Attribute", "userData"),
+        source: "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstanceAttribute.html (user data often carries credentials)",
+    },
+    always(
+        "*:GetAuthorizationToken",
+        "https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetAuthorizationToken.html, https://docs.aws.amazon.com/codeartifact/latest/APIReference/API_GetAuthorizationToken.html",
+    ),
+    always(
+        "sts:GetSessionToken",
+        "https://docs.aws.amazon.com/STS/latest/APIReference/API_GetSessionToken.html",
+    ),
+    always(
+        "sts:GetFederationToken",
+        "https://docs.aws.amazon.com/STS/latest/APIReference/API_GetFederationToken.html",
+    ),
+    always(
+        "sts:AssumeRole*",
+        "https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html (and AssumeRoleWithSAML, AssumeRoleWithWebIdentity, AssumeRoot)",
+    ),
+    always(
+        "sso:GetRoleCredentials",
+        "https://docs.aws.amazon.com/singlesignon/latest/PortalAPIReference/API_GetRoleCredentials.html",
+    ),
+    always(
+        "cognito-identity:Get*",
+        "https://docs.aws.amazon.com/cognitoidentity/latest/APIReference/API_GetCredentialsForIdentity.html (and GetOpenIdToken*)",
+    ),
+    always(
+        "cognito-idp:DescribeUserPoolClient",
+        "https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_DescribeUserPoolClient.html (ClientSecret)",
+    ),
+    always(
+        "iam:CreateAccessKey",
+        "https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateAccessKey.html (the secret access key)",
+    ),
+    always(
+        "iam:CreateLoginProfile",
+        "https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateLoginProfile.html (sets a console password the caller chose)",
+    ),
+    always(
+        "iam:UpdateLoginProfile",
+        "https://docs.aws.amazon.com/IAM/latest/APIReference/API_UpdateLoginProfile.html (sets a console password the caller chose)",
+    ),
+    always(
+        "redshift:GetClusterCredentials",
+        "https://docs.aws.amazon.com/redshift/latest/APIReference/API_GetClusterCredentials.html",
+    ),
+    always(
+        "redshift:GetClusterCredentialsWithIAM",
+        "https://docs.aws.amazon.com/redshift/latest/APIReference/API_GetClusterCredentialsWithIAM.html",
+    ),
+    always(
+        "redshift-serverless:GetCredentials",
+        "https://docs.aws.amazon.com/redshift-serverless/latest/APIReference/API_GetCredentials.html",
+    ),
+    always(
+        "lightsail:GetRelationalDatabaseMasterUserPassword",
+        "https://docs.aws.amazon.com/lightsail/2016-11-28/api-reference/API_GetRelationalDatabaseMasterUserPassword.html",
+    ),
+    always(
+        "lightsail:GetInstanceAccessDetails",
+        "https://docs.aws.amazon.com/lightsail/2016-11-28/api-reference/API_GetInstanceAccessDetails.html (a temporary SSH key or password)",
+    ),
+    always(
+        "lightsail:DownloadDefaultKeyPair",
+        "https://docs.aws.amazon.com/lightsail/2016-11-28/api-reference/API_DownloadDefaultKeyPair.html (the private key)",
+    ),
+    SecretRead {
+        action: "glue:GetConnection",
+        when: When::Unless("HidePassword", "true"),
+        source: "https://docs.aws.amazon.com/glue/latest/webapi/API_GetConnection.html (the password unless HidePassword)",
+    },
+    SecretRead {
+        action: "glue:GetConnections",
+        when: When::Unless("HidePassword", "true"),
+        source: "https://docs.aws.amazon.com/glue/latest/webapi/API_GetConnections.html (passwords unless HidePassword)",
+    },
+    SecretRead {
+        action: "apigateway:GetApiKey",
+        when: When::ParamIs("includeValue", "true"),
+        source: "https://docs.aws.amazon.com/apigateway/latest/api/API_GetApiKey.html (the key's value with includeValue)",
+    },
+    SecretRead {
+        action: "apigateway:GetApiKeys",
+        when: When::ParamIs("includeValues", "true"),
+        source: "https://docs.aws.amazon.com/apigateway/latest/api/API_GetApiKeys.html (the keys' values with includeValues)",
+    },
 ];
 
 pub struct NoSecrets;
@@ -24,11 +166,27 @@ pub struct NoSecrets;
 impl Policy for NoSecrets {
     fn evaluate(facet: &Facet, _settings: &Settings) -> Verdict {
         let action = facet.iam_action_or_derived();
-        if SECRET_READS
-            .iter()
-            .any(|pattern| wildcard_match_ignore_case(pattern, &action))
-        {
-            Verdict::deny(format!("{action} in account {}", facet.account_label()))
+        let operation = alloc::format!("{}:{}", facet.service, facet.operation());
+        let asks = |name: &str, value: &str| {
+            facet
+                .param(name)
+                .is_some_and(|v| v.eq_ignore_ascii_case(value))
+        };
+        let secret = SECRET_READS.iter().any(|entry| {
+            let named = wildcard_match_ignore_case(entry.action, &action)
+                || wildcard_match_ignore_case(entry.action, &operation);
+            named
+                && match entry.when {
+                    When::Always => true,
+                    When::ParamIs(name, value) => asks(name, value),
+                    When::Unless(name, value) => !asks(name, value),
+                }
+        });
+        if secret {
+            Verdict::deny(alloc::format!(
+                "{action} in account {}",
+                facet.account_label()
+            ))
         } else {
             Verdict::Allow
         }
@@ -60,6 +218,23 @@ mod tests {
         "cognito-identity:GetCredentialsForIdentity",
         "cognito-identity:GetOpenIdToken",
         "cognito-identity:GetOpenIdTokenForDeveloperIdentity",
+        "secretsmanager:BatchGetSecretValue",
+        "sts:AssumeRole",
+        "sts:AssumeRoleWithWebIdentity",
+        "sts:GetFederationToken",
+        "sso:GetRoleCredentials",
+        "cognito-idp:DescribeUserPoolClient",
+        "iam:CreateAccessKey",
+        "iam:CreateLoginProfile",
+        "iam:UpdateLoginProfile",
+        "redshift:GetClusterCredentials",
+        "redshift:GetClusterCredentialsWithIAM",
+        "redshift-serverless:GetCredentials",
+        "lightsail:GetRelationalDatabaseMasterUserPassword",
+        "lightsail:GetInstanceAccessDetails",
+        "lightsail:DownloadDefaultKeyPair",
+        "glue:GetConnection",
+        "glue:GetConnections",
     ];
 
     /// Neighbours of the list that read-only access legitimately needs.
@@ -74,8 +249,14 @@ mod tests {
         "lambda:ListFunctions",
         "ec2:DescribeInstances",
         "sts:GetCallerIdentity",
-        "sts:AssumeRole",
         "cognito-identity:ListIdentityPools",
+        "cognito-idp:DescribeUserPool",
+        "iam:ListAccessKeys",
+        "iam:GetLoginProfile",
+        "redshift:DescribeClusters",
+        "lightsail:GetInstances",
+        "glue:GetTables",
+        "ec2:DescribeInstanceAttribute",
         "cognito-idp:GetUser",
         "s3:GetObject",
         "dynamodb:GetItem",
@@ -100,6 +281,60 @@ mod tests {
                 evaluate::<NoSecrets>(&facet(action), "{}"),
                 Verdict::Allow,
                 "{action}"
+            );
+        }
+    }
+
+    #[test]
+    fn some_calls_are_secret_only_when_they_ask_for_the_secret() {
+        let with = |action: &str, params: &[(&str, &str)]| {
+            let mut f = facet(action);
+            f.params = params
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect();
+            evaluate::<NoSecrets>(&f, "{}")
+        };
+        assert!(with("glue:GetConnection", &[("Name", "db")]).is_deny());
+        assert!(with("glue:GetConnection", &[("HidePassword", "false")]).is_deny());
+        assert_eq!(
+            with("glue:GetConnection", &[("HidePassword", "true")]),
+            Verdict::Allow
+        );
+        assert!(
+            with(
+                "ec2:DescribeInstanceAttribute",
+                &[("Attribute", "userData")]
+            )
+            .is_deny()
+        );
+        assert_eq!(
+            with(
+                "ec2:DescribeInstanceAttribute",
+                &[("Attribute", "instanceType")]
+            ),
+            Verdict::Allow
+        );
+        // API Gateway's IAM action is an HTTP verb: the entry names the operation.
+        let mut key = facet("apigateway:GET");
+        key.action = "GetApiKey".into();
+        assert_eq!(evaluate::<NoSecrets>(&key, "{}"), Verdict::Allow);
+        key.params = vec![("includeValue".into(), "true".into())];
+        assert!(evaluate::<NoSecrets>(&key, "{}").is_deny());
+        let mut keys = facet("apigateway:GET");
+        keys.action = "GetApiKeys".into();
+        keys.params = vec![("includeValues".into(), "True".into())];
+        assert!(evaluate::<NoSecrets>(&keys, "{}").is_deny());
+    }
+
+    #[test]
+    fn every_entry_names_its_source() {
+        for entry in SECRET_READS {
+            assert!(
+                entry.source.starts_with("https://docs.aws.amazon.com/"),
+                "{}: {}",
+                entry.action,
+                entry.source
             );
         }
     }
