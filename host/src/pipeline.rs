@@ -362,7 +362,6 @@ impl Pipeline {
         let mut pending = Pending::new(self, arrival.route);
         let mut protocol = Protocol::RestXml;
         if self.stopping.load(Ordering::Acquire) {
-            pending.finished = true;
             let (parts, _) = request.into_parts();
             protocol = early_protocol(&parts, arrival);
             let refusal = refuse(
@@ -374,6 +373,7 @@ impl Pipeline {
             response
                 .headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            pending.finish(&Err(refusal));
             return response;
         }
         let (parts, body) = request.into_parts();
@@ -394,12 +394,14 @@ impl Pipeline {
                 &mut protocol,
             )
             .await;
+        // Recorded before any draining: an agent that goes away meanwhile does not turn
+        // its refusal into an abandoned request.
+        pending.finish(&result);
         let drained = match unread.take() {
             Some(body) if result.is_err() && !expects_continue => body::drain(body).await,
             // Never read, and the client waits to be told: nothing to drain.
             _ => true,
         };
-        pending.finish(&result);
         match result {
             Ok(response) => response,
             Err(refusal) => {
