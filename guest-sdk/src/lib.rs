@@ -48,7 +48,7 @@ pub use settings::Settings;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/policy.wit",
         world: "policy",
         pub_export_macro: true,
         default_bindings_module: "sigward_policy_sdk::bindings",
@@ -58,11 +58,13 @@ pub mod bindings {
 
 /// The approvers and prompt of an [`Verdict::Approve`].
 pub use bindings::sigward::policy::types::Approval;
+/// One (IAM action, resource) pair AWS authorizes for a call (the WIT `authorization`).
+pub use bindings::sigward::policy::types::Authorization;
 /// Everything a policy usually needs, including the `alloc` types a `no_std` crate lacks.
 pub mod prelude {
     pub use crate::{
-        Approval, Facet, Policy, Settings, Verdict, export_policy, is_read_action, wildcard_match,
-        wildcard_match_ignore_case,
+        Approval, Authorization, Facet, Policy, Settings, Verdict, export_policy, is_read_action,
+        wildcard_match, wildcard_match_ignore_case,
     };
     pub use alloc::borrow::ToOwned;
     pub use alloc::boxed::Box;
@@ -73,6 +75,7 @@ pub mod prelude {
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 /// What sigward understood of one AWS call (the WIT `aws-facet` record).
 pub use bindings::sigward::policy::types::AwsFacet as Facet;
@@ -116,6 +119,59 @@ impl Verdict {
 }
 
 impl Facet {
+    /// Every (IAM action, resource) pair AWS authorizes for the call. sigward always
+    /// fills `authorizations`; for a facet without them (a hand-built test facet) they
+    /// are derived as sigward derives them for an old record: `iam_action` on each of
+    /// `resources`, or on an unknown resource (`None`) when there are none.
+    pub fn pairs(&self) -> Vec<Authorization> {
+        if !self.authorizations.is_empty() {
+            return self.authorizations.clone();
+        }
+        let action = self.iam_action_or_derived();
+        if self.resources.is_empty() {
+            return alloc::vec![Authorization {
+                action,
+                resource: None,
+            }];
+        }
+        self.resources
+            .iter()
+            .map(|r| Authorization {
+                action: action.clone(),
+                resource: Some(r.clone()),
+            })
+            .collect()
+    }
+
+    /// Judge every pair of [`Facet::pairs`] with `judge`, combined as sigward combines
+    /// policies: the first deny wins, then any approval (approvers merged, prompts
+    /// joined), else allow. A call is allowed only if each thing it does is.
+    pub fn judge_each(&self, mut judge: impl FnMut(&Authorization) -> Verdict) -> Verdict {
+        let mut approvers: Vec<String> = Vec::new();
+        let mut prompts: Vec<String> = Vec::new();
+        for pair in self.pairs() {
+            match judge(&pair) {
+                Verdict::Allow => {}
+                deny @ Verdict::Deny(_) => return deny,
+                Verdict::Approve(approval) => {
+                    for approver in approval.approvers {
+                        if !approvers.contains(&approver) {
+                            approvers.push(approver);
+                        }
+                    }
+                    if !prompts.contains(&approval.prompt) {
+                        prompts.push(approval.prompt);
+                    }
+                }
+            }
+        }
+        if approvers.is_empty() {
+            Verdict::Allow
+        } else {
+            Verdict::approve(approvers, prompts.join("; "))
+        }
+    }
+
     /// The IAM action, falling back to `service:action` when sigward left it empty.
     pub fn iam_action_or_derived(&self) -> String {
         if self.iam_action.is_empty() {

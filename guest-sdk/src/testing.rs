@@ -5,7 +5,7 @@ use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use crate::{Facet, Policy, Settings, Verdict};
+use crate::{Authorization, Facet, Policy, Settings, Verdict};
 
 /// A facet for `iam_action` (`"ec2:TerminateInstances"`) in account 111111111111,
 /// us-east-1, with `service` and `action` derived from it. Adjust fields as needed.
@@ -25,6 +25,15 @@ pub fn facet(iam_action: &str) -> Facet {
         principal: "agent".to_string(),
         endpoint: "default".to_string(),
         params: Vec::new(),
+        authorizations: Vec::new(),
+    }
+}
+
+/// One authorization: `action` on `resource` (`None`: a resource sigward could not derive).
+pub fn authorization(action: &str, resource: Option<&str>) -> Authorization {
+    Authorization {
+        action: action.to_string(),
+        resource: resource.map(ToString::to_string),
     }
 }
 

@@ -17,12 +17,14 @@
 //! - [`host`]: what an AWS host name says (region, endpoint, S3 bucket);
 //! - [`tables`]: every service and operation, generated from AWS's models;
 //! - [`resources`]: the ARNs a call touches;
+//! - [`authorizations`]: every (IAM action, resource) pair AWS authorizes for it;
 //! - [`sigv4`]: verifying the agent's signature and re-signing;
 //! - [`chunked`]: aws-chunked bodies, verified and re-signed chunk by chunk;
 //! - [`sts`]: the target account's assumed-role credentials, cached.
 
 pub mod account;
 pub mod ambiguity;
+pub mod authorizations;
 pub mod chunked;
 pub mod host;
 pub mod request;
@@ -71,6 +73,8 @@ pub enum UnderstandError {
     },
     #[error("the {protocol} body cannot be read: {why}")]
     Body { protocol: &'static str, why: String },
+    #[error("sigward cannot judge {operation}: {why}")]
+    Unjudgeable { operation: String, why: String },
     #[error("unknown service: nothing signs as {0:?}")]
     UnknownService(String),
     #[error("the request is not signed and host {0:?} names no AWS service")]
@@ -190,8 +194,7 @@ pub fn understand_call(
     let body = Body::parse(request, form, resolved.protocol)?;
     let params = params(request, &body, resolved.protocol)?;
     let partition = partition(&region);
-    let copy_source = request.header("x-amz-copy-source");
-    let resources = resources::resources(&resources::Context {
+    let mut resources = resources::resources(&resources::Context {
         service: &service.iam,
         partition,
         region: &region,
@@ -199,17 +202,36 @@ pub fn understand_call(
         labels: &resolved.labels,
         params: &params,
         batch_tables: &body.batch_tables,
-        copy_source: if service.iam == "s3" {
-            copy_source
-        } else {
-            None
-        },
     });
+    let authorizations = authorizations::authorizations(&authorizations::Context {
+        request,
+        service: &service.iam,
+        operation,
+        partition,
+        region: &region,
+        account: &account,
+        labels: &resolved.labels,
+        params: &params,
+        resources: &resources,
+    })?;
+    for pair in &authorizations {
+        if let Some(arn) = pair.resource.as_ref().filter(|r| r.starts_with("arn:"))
+            && !resources.contains(arn)
+        {
+            resources.push(arn.clone());
+        }
+    }
+    // One PartiQL statement is one PartiQL action (the table's `iam_action` for
+    // ExecuteStatement is one of the four).
+    let iam_action = match authorizations.as_slice() {
+        [one] if operation.name == "ExecuteStatement" => one.action.clone(),
+        _ => operation.iam_action.clone(),
+    };
 
     let facet = Facet {
         service: signing,
         action: operation.name.clone(),
-        iam_action: operation.iam_action.clone(),
+        iam_action,
         account,
         account_name,
         region,
@@ -220,6 +242,7 @@ pub fn understand_call(
         principal: String::new(),
         endpoint: String::new(),
         params,
+        authorizations,
     };
     Ok((facet, resolved.protocol))
 }
@@ -278,7 +301,16 @@ fn is_cbor_path(path: &str) -> bool {
 /// Whether the services signing as `signing` carry every call in the body (JSON, query,
 /// EC2 and RPCv2 CBOR protocols only): such bodies are read whole, whatever their
 /// declared payload hash, because the operation and its resources are in them.
-pub fn body_carries_call(signing: &str) -> bool {
+///
+/// S3's `DeleteObjects` (`POST /bucket?delete`) names the keys it deletes in its XML body:
+/// that body is read too, so that each key is judged.
+pub fn body_carries_call(request: &Request<'_>, signing: &str) -> bool {
+    if signing == "s3"
+        && request.method == "POST"
+        && request.query.iter().any(|(k, _)| k == "delete")
+    {
+        return true;
+    }
     let services = TABLES.by_signing(signing);
     !services.is_empty() && services.iter().all(|&i| !TABLES.services[i].is_rest())
 }
@@ -564,7 +596,7 @@ struct Body {
 }
 
 /// A JSON object read one level deep: nested values stay unparsed slices.
-struct TopLevel<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+pub(crate) struct TopLevel<'a>(pub(crate) Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -31,9 +31,51 @@ pub struct Facet {
     pub endpoint: String,
     /// Query parameters and top-level scalar request fields, in request order.
     pub params: Vec<(String, String)>,
+    /// Every (IAM action, resource) pair AWS authorizes for the call — CopyObject is
+    /// `s3:GetObject` on the source and `s3:PutObject` on the destination. Empty in
+    /// facets recorded before sigward derived them: see [`Facet::pairs`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authorizations: Vec<Authorization>,
+}
+
+/// One (IAM action, resource) pair AWS authorizes. Mirrors the WIT `authorization` record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Authorization {
+    /// "s3:GetObject".
+    pub action: String,
+    /// The ARN it is authorized on; `"*"` when IAM authorizes the action on no particular
+    /// resource (ListBuckets); `None` when the call names a resource sigward cannot
+    /// derive — policies must then assume it may be any resource.
+    pub resource: Option<String>,
+}
+
+impl Authorization {
+    pub fn new(action: impl Into<String>, resource: Option<String>) -> Self {
+        Authorization {
+            action: action.into(),
+            resource,
+        }
+    }
 }
 
 impl Facet {
+    /// The authorizations, or for a facet without them (recorded by an older sigward,
+    /// written by hand) the ones its `iam_action` and `resources` imply: the action on
+    /// each resource, or on an unknown resource when it names none.
+    pub fn pairs(&self) -> Vec<Authorization> {
+        if !self.authorizations.is_empty() {
+            return self.authorizations.clone();
+        }
+        if self.resources.is_empty() {
+            return vec![Authorization::new(self.iam_action.clone(), None)];
+        }
+        self.resources
+            .iter()
+            .map(|r| Authorization::new(self.iam_action.clone(), Some(r.clone())))
+            .collect()
+    }
+
     /// The facet a freshly loaded policy is smoke-tested with: a harmless read.
     pub fn smoke() -> Self {
         Facet {

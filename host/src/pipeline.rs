@@ -548,7 +548,7 @@ impl Pipeline {
             }
             (
                 agent,
-                aws::body_carries_call(scope.service),
+                aws::body_carries_call(&head, scope.service),
                 scope.presigned,
                 covers_body,
             )

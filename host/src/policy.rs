@@ -16,9 +16,20 @@ pub mod module;
 pub mod reload;
 pub mod set;
 
+/// The current contract, `sigward:policy@0.2.0` (wit/policy.wit).
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/policy.wit",
+        world: "policy",
+        ownership: Borrowing { duplicate_if_necessary: false },
+    });
+}
+
+/// The first contract, `sigward:policy@0.1.0` (wit/v0.1/policy.wit): components built
+/// against it load and are evaluated as they always were.
+mod bindings_v01 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1/policy.wit",
         world: "policy",
         ownership: Borrowing { duplicate_if_necessary: false },
     });

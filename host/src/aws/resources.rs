@@ -1,6 +1,6 @@
 //! ARNs a call touches, where the request determines them. Generic rule: any parameter
 //! whose value is an ARN. Service rules for the names that are not ARNs: S3 buckets and
-//! keys (and CopyObject's source), DynamoDB tables, SQS queue URLs, Lambda functions,
+//! keys (CopyObject's source is added by [`super::authorizations`]), DynamoDB tables, SQS queue URLs, Lambda functions,
 //! Secrets Manager secrets, SSM parameters, KMS keys, IAM users and roles, EC2 instances.
 
 pub struct Context<'a> {
@@ -13,7 +13,6 @@ pub struct Context<'a> {
     pub params: &'a [(String, String)],
     /// Table names from a batch request body (`RequestItems`).
     pub batch_tables: &'a [String],
-    pub copy_source: Option<&'a str>,
 }
 
 pub fn resources(cx: &Context<'_>) -> Vec<String> {
@@ -44,14 +43,6 @@ pub fn resources(cx: &Context<'_>) -> Vec<String> {
                 match label("Key") {
                     Some(key) => push(format!("arn:{p}:s3:::{bucket}/{key}")),
                     None => push(format!("arn:{p}:s3:::{bucket}")),
-                }
-            }
-            if let Some(source) = cx.copy_source {
-                let decoded = percent_encoding::percent_decode_str(source).decode_utf8_lossy();
-                let source = decoded.trim_start_matches('/');
-                let source = source.split_once("?versionId=").map_or(source, |(s, _)| s);
-                if !source.is_empty() && !source.starts_with("arn:") {
-                    push(format!("arn:{p}:s3:::{source}"));
                 }
             }
         }

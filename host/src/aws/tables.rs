@@ -70,6 +70,9 @@ pub struct Operation {
     /// Replaced by another operation that sends the same request (S3's GetBucketLifecycle):
     /// loses every tie.
     pub deprecated: bool,
+    /// IAM authorizes the action on a resource (AWS's Service Authorization Reference lists
+    /// a resource type for it); false: on `"*"` alone (ListBuckets, DescribeInstances).
+    pub scoped: bool,
 }
 
 /// A request URI template: `/{Bucket}/{Key+}?uploads`.
@@ -211,7 +214,7 @@ struct Header {
 }
 
 /// name, method, URI template, required query keys, required headers, IAM action,
-/// host prefix, deprecated.
+/// host prefix, deprecated, scoped.
 type RawOperation = (
     String,
     String,
@@ -220,6 +223,7 @@ type RawOperation = (
     Vec<String>,
     String,
     String,
+    bool,
     bool,
 );
 
@@ -368,7 +372,9 @@ impl Service {
                     iam_action,
                     host_prefix,
                     deprecated,
+                    scoped,
                 )| Operation {
+                    scoped,
                     host_prefix,
                     template: Template::parse(&uri),
                     name,

@@ -217,5 +217,9 @@ fn typical_facet() -> Facet {
         principal: "claude".into(),
         endpoint: "default".into(),
         params: vec![("x-id".into(), "GetObject".into())],
+        authorizations: vec![crate::facet::Authorization::new(
+            "s3:GetObject",
+            Some("arn:aws:s3:::example-bucket/reports/2026/11/summary.csv".into()),
+        )],
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings;
+use super::evaluate::Pre;
 use super::evaluate::Sandbox;
 use super::module::{LoadError, LoadedPolicy, ModuleRef, PolicyDigest};
+use super::{bindings, bindings_v01};
 
 /// How often the epoch advances while evaluations run: the resolution of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -59,7 +60,7 @@ struct Inner {
     options: EngineOptions,
     /// Compiled, pre-instantiated modules by content digest. Kept for the process's
     /// lifetime: modules are few, and replaying an old verdict needs the old module.
-    compiled: Mutex<HashMap<PolicyDigest, bindings::PolicyPre<Sandbox>>>,
+    compiled: Mutex<HashMap<PolicyDigest, Pre>>,
     ticker: Arc<Ticker>,
 }
 
@@ -83,6 +84,12 @@ impl Engine {
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
         bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        // The 0.1.0 contract imports the same `settings` function, and its own types.
+        bindings_v01::sigward::policy::types::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| EngineError::Config(format!("{e:#}")))?;
 
         let ticker = Ticker::spawn(wasmtime.weak());
         Ok(Self {
@@ -158,11 +165,10 @@ impl Engine {
                         message: one_line(&e),
                     }
                 })?;
-                let pre =
-                    bindings::PolicyPre::new(instance_pre).map_err(|e| LoadError::NotAPolicy {
-                        name: name.clone(),
-                        message: one_line(&e),
-                    })?;
+                let pre = Pre::new(instance_pre).map_err(|e| LoadError::NotAPolicy {
+                    name: name.clone(),
+                    message: one_line(&e),
+                })?;
                 if let Some(store) = &self.inner.options.module_store
                     && let Err(error) = crate::audit::store_module(store, &digest, bytes)
                 {
@@ -189,9 +195,7 @@ impl Engine {
         }))
     }
 
-    fn lock_compiled(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PolicyDigest, bindings::PolicyPre<Sandbox>>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<PolicyDigest, Pre>> {
         // A panic while holding this lock cannot leave the map half-updated (single insert).
         self.inner
             .compiled

@@ -3,6 +3,7 @@
 //! inside — no files, network, environment, real clocks or real randomness. Nothing
 //! survives the call, so a verdict depends only on (module, settings, facet).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,87 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Verdict;
-use super::bindings;
 use super::engine::EPOCH_TICK;
 use super::module::LoadedPolicy;
-use crate::facet::Facet;
+use super::{bindings, bindings_v01};
+use crate::facet::{Authorization, Facet};
+
+/// A compiled, pre-instantiated component, by the contract version it was built against.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    /// `sigward:policy@0.2.0`: the facet with its authorizations.
+    Current(bindings::PolicyPre<Sandbox>),
+    /// `sigward:policy@0.1.0`: the facet as it was, without them.
+    V01(bindings_v01::PolicyPre<Sandbox>),
+}
+
+impl Pre {
+    /// The component as whichever contract it implements (the current one's error if none).
+    pub(crate) fn new(
+        instance_pre: wasmtime::component::InstancePre<Sandbox>,
+    ) -> Result<Self, wasmtime::Error> {
+        match bindings::PolicyPre::new(instance_pre.clone()) {
+            Ok(pre) => Ok(Pre::Current(pre)),
+            Err(current) => bindings_v01::PolicyPre::new(instance_pre)
+                .map(Pre::V01)
+                .map_err(|_| current),
+        }
+    }
+
+    pub(crate) fn component(&self) -> &wasmtime::component::Component {
+        match self {
+            Pre::Current(pre) => pre.instance_pre().component(),
+            Pre::V01(pre) => pre.instance_pre().component(),
+        }
+    }
+
+    pub(crate) fn contract(&self) -> &'static str {
+        match self {
+            Pre::Current(_) => "0.2.0",
+            Pre::V01(_) => "0.1.0",
+        }
+    }
+
+    /// Instantiate in `store` and evaluate once. The error says whether instantiating failed.
+    fn call(
+        &self,
+        store: &mut Store<Sandbox>,
+        lowered: &Lowered<'_>,
+    ) -> Result<bindings::sigward::policy::types::Verdict, (wasmtime::Error, bool)> {
+        match self {
+            Pre::Current(pre) => {
+                let instance = pre.instantiate(&mut *store).map_err(|e| (e, true))?;
+                let authorizations = lowered.authorizations();
+                instance
+                    .call_evaluate(store, lowered.wit(&authorizations))
+                    .map_err(|e| (e, false))
+            }
+            Pre::V01(pre) => {
+                let instance = pre.instantiate(&mut *store).map_err(|e| (e, true))?;
+                instance
+                    .call_evaluate(store, lowered.wit_v01())
+                    .map(upgrade)
+                    .map_err(|e| (e, false))
+            }
+        }
+    }
+}
+
+/// A 0.1.0 verdict as the current contract's (the variant is unchanged).
+fn upgrade(
+    verdict: bindings_v01::sigward::policy::types::Verdict,
+) -> bindings::sigward::policy::types::Verdict {
+    use bindings::sigward::policy::types::{Approval, Verdict as Now};
+    use bindings_v01::sigward::policy::types::Verdict as Then;
+    match verdict {
+        Then::Allow => Now::Allow,
+        Then::Deny(reason) => Now::Deny(reason),
+        Then::Approve(a) => Now::Approve(Approval {
+            approvers: a.approvers,
+            prompt: a.prompt,
+        }),
+    }
+}
 
 /// Per-endpoint limits on one evaluation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +243,8 @@ impl bindings::PolicyImports for Sandbox {
 
 impl bindings::sigward::policy::types::Host for Sandbox {}
 
+impl bindings_v01::sigward::policy::types::Host for Sandbox {}
+
 /// A WASI context with nothing in it: no preopened directories, environment, arguments
 /// or network; stdin empty and output discarded; clocks frozen at the Unix epoch and
 /// "randomness" a fixed sequence, so that evaluations are reproducible.
@@ -252,15 +332,7 @@ pub fn run_metered(
     };
     let lowered = Lowered::new(facet);
     let _ticking = policy.engine.ticking();
-    let outcome = policy
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| (e, true))
-        .and_then(|instance| {
-            instance
-                .call_evaluate(&mut store, lowered.wit())
-                .map_err(|e| (e, false))
-        });
+    let outcome = policy.pre.call(&mut store, &lowered);
     let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     let verdict = match outcome {
         Ok(verdict) => validate(verdict),
@@ -377,20 +449,42 @@ pub fn reused_instance_samples(
         memory_bytes,
     };
     let lowered = Lowered::new(facet);
+    let authorizations = lowered.authorizations();
     let mut samples = Vec::with_capacity(n);
     while samples.len() < n {
         let mut store = new_store(policy, settings, &limits)?;
-        let instance = policy
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(&e, store.data(), &limits, true))?;
-        for _ in 0..CALLS_PER_INSTANCE.min(n - samples.len()) {
-            let start = std::time::Instant::now();
-            let verdict = instance
-                .call_evaluate(&mut store, lowered.wit())
-                .map_err(|e| classify(&e, store.data(), &limits, false))?;
-            samples.push(start.elapsed().as_nanos() as u64);
-            validate(verdict)?;
+        let instantiated =
+            |e: wasmtime::Error, store: &Store<Sandbox>| classify(&e, store.data(), &limits, true);
+        let called =
+            |e: wasmtime::Error, store: &Store<Sandbox>| classify(&e, store.data(), &limits, false);
+        let calls = CALLS_PER_INSTANCE.min(n - samples.len());
+        match &policy.pre {
+            Pre::Current(pre) => {
+                let instance = pre
+                    .instantiate(&mut store)
+                    .map_err(|e| instantiated(e, &store))?;
+                for _ in 0..calls {
+                    let start = std::time::Instant::now();
+                    let verdict = instance
+                        .call_evaluate(&mut store, lowered.wit(&authorizations))
+                        .map_err(|e| called(e, &store))?;
+                    samples.push(start.elapsed().as_nanos() as u64);
+                    validate(verdict)?;
+                }
+            }
+            Pre::V01(pre) => {
+                let instance = pre
+                    .instantiate(&mut store)
+                    .map_err(|e| instantiated(e, &store))?;
+                for _ in 0..calls {
+                    let start = std::time::Instant::now();
+                    let verdict = instance
+                        .call_evaluate(&mut store, lowered.wit_v01())
+                        .map_err(|e| called(e, &store))?;
+                    samples.push(start.elapsed().as_nanos() as u64);
+                    validate(upgrade(verdict))?;
+                }
+            }
         }
     }
     Ok(samples)
@@ -402,7 +496,11 @@ struct Lowered<'a> {
     facet: &'a Facet,
     resources: Vec<&'a str>,
     params: Vec<(&'a str, &'a str)>,
+    /// The facet's authorizations, or those its action and resources imply.
+    pairs: Cow<'a, [Authorization]>,
 }
+
+type WitAuthorization<'a> = bindings::sigward::policy::types::Authorization<'a>;
 
 impl<'a> Lowered<'a> {
     fn new(facet: &'a Facet) -> Self {
@@ -414,12 +512,50 @@ impl<'a> Lowered<'a> {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
+            pairs: if facet.authorizations.is_empty() {
+                Cow::Owned(facet.pairs())
+            } else {
+                Cow::Borrowed(&facet.authorizations)
+            },
         }
     }
 
-    fn wit(&self) -> bindings::sigward::policy::types::AwsFacet<'_> {
+    fn authorizations(&self) -> Vec<WitAuthorization<'_>> {
+        self.pairs
+            .iter()
+            .map(|a| WitAuthorization {
+                action: &a.action,
+                resource: a.resource.as_deref(),
+            })
+            .collect()
+    }
+
+    fn wit<'s>(
+        &'s self,
+        authorizations: &'s [WitAuthorization<'s>],
+    ) -> bindings::sigward::policy::types::AwsFacet<'s> {
         let facet = self.facet;
         bindings::sigward::policy::types::AwsFacet {
+            service: &facet.service,
+            action: &facet.action,
+            iam_action: &facet.iam_action,
+            account: &facet.account,
+            account_name: facet.account_name.as_deref(),
+            region: &facet.region,
+            resources: &self.resources,
+            method: &facet.method,
+            host: &facet.host,
+            path: &facet.path,
+            principal: &facet.principal,
+            endpoint: &facet.endpoint,
+            params: &self.params,
+            authorizations,
+        }
+    }
+
+    fn wit_v01(&self) -> bindings_v01::sigward::policy::types::AwsFacet<'_> {
+        let facet = self.facet;
+        bindings_v01::sigward::policy::types::AwsFacet {
             service: &facet.service,
             action: &facet.action,
             iam_action: &facet.iam_action,

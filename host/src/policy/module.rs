@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::Verdict;
-use super::bindings;
 use super::engine::Engine;
-use super::evaluate::{self, Failure, Limits, Sandbox};
+use super::evaluate::{self, Failure, Limits, Pre};
 use crate::facet::Facet;
 
 mod builtin {
@@ -149,7 +148,7 @@ pub struct LoadedPolicy {
     pub name: String,
     pub source: ModuleRef,
     pub digest: PolicyDigest,
-    pub(crate) pre: bindings::PolicyPre<Sandbox>,
+    pub(crate) pre: Pre,
     pub(crate) engine: Engine,
 }
 
@@ -178,12 +177,17 @@ impl LoadedPolicy {
     /// The names of the component's imports (`settings`, `wasi:cli/environment@0.2.6`, …).
     /// A policy without WASI imports instantiates measurably faster.
     pub fn imports(&self) -> Vec<String> {
-        let component = self.pre.instance_pre().component();
+        let component = self.pre.component();
         component
             .component_type()
             .imports(self.engine.wasmtime())
             .map(|(name, _)| name.to_string())
             .collect()
+    }
+
+    /// The version of the `sigward:policy` contract the component was built against.
+    pub fn contract(&self) -> &'static str {
+        self.pre.contract()
     }
 
     /// "read-only@1a2b3c4d": how failures name the policy.

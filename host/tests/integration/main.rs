@@ -3,6 +3,7 @@
 
 mod ambiguity;
 mod approvals;
+mod authorizations;
 mod authorizer;
 mod browser;
 mod cli;

@@ -75,18 +75,30 @@ fn judge(facet: &Facet, settings: &AllowlistSettings) -> Verdict {
         ));
     }
     let action = facet.iam_action_or_derived();
-    let iam_prefix = action.split_once(':').map_or("", |(prefix, _)| prefix);
-    let allowed = services.iter().any(|pattern| {
-        wildcard_match_ignore_case(pattern, iam_prefix)
-            || wildcard_match_ignore_case(pattern, &facet.service)
-    });
-    if allowed {
-        Verdict::Allow
+    let prefix = |action: &str| action.split_once(':').map_or("", |(p, _)| p).to_string();
+    let iam_prefix = prefix(&action);
+    let names = |service: &str| {
+        services
+            .iter()
+            .any(|pattern| wildcard_match_ignore_case(pattern, service))
+    };
+    let refused = if names(&iam_prefix) || names(&facet.service) {
+        // Then every other service a pair of the call needs (an S3 upload with a KMS key
+        // is also kms:GenerateDataKey).
+        facet
+            .pairs()
+            .iter()
+            .map(|pair| prefix(&pair.action))
+            .find(|p| *p != iam_prefix && !names(p))
     } else {
-        Verdict::deny(format!(
-            "service {iam_prefix} not allowed in region {} for account {account}",
+        Some(iam_prefix)
+    };
+    match refused {
+        None => Verdict::Allow,
+        Some(service) => Verdict::deny(format!(
+            "service {service} not allowed in region {} for account {account}",
             facet.region
-        ))
+        )),
     }
 }
 
@@ -150,6 +162,25 @@ mod tests {
         assert!(evaluate::<Allowlist>(&f, settings).is_allow());
         let settings = r#"{"accounts": {"*": {"*": ["CloudWatch"]}}}"#;
         assert!(evaluate::<Allowlist>(&f, settings).is_allow());
+    }
+
+    #[test]
+    fn every_service_a_call_needs_must_be_allowed() {
+        let s3_only = r#"{"accounts": {"*": {"*": ["s3"]}}}"#;
+        let mut f = facet("s3:PutObject");
+        f.authorizations = vec![
+            sigward_policy_sdk::testing::authorization("s3:PutObject", Some("arn:aws:s3:::b/k")),
+            sigward_policy_sdk::testing::authorization(
+                "kms:GenerateDataKey",
+                Some("arn:aws:kms:us-east-1:111111111111:key/k"),
+            ),
+        ];
+        assert_eq!(
+            reason(evaluate::<Allowlist>(&f, s3_only)),
+            "service kms not allowed in region us-east-1 for account 111111111111"
+        );
+        let with_kms = r#"{"accounts": {"*": {"*": ["s3", "kms"]}}}"#;
+        assert!(evaluate::<Allowlist>(&f, with_kms).is_allow());
     }
 
     #[test]

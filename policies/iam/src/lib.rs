@@ -6,9 +6,13 @@
 //!
 //! - `Action` / `NotAction`: `service:Operation` patterns with `*` and `?`, compared
 //!   ignoring case, against the call's IAM action.
-//! - `Resource` / `NotResource`: ARN patterns with `*` and `?` (case-sensitive). Each
-//!   resource of the call is authorized on its own, as AWS does; a call whose resources
-//!   sigward cannot name is matched only by `"*"`.
+//! - Every (IAM action, resource) pair the call needs (`facet.authorizations`: CopyObject
+//!   is `s3:PutObject` on the destination and `s3:GetObject` on the source) is authorized
+//!   on its own, as AWS does: one denied or not allowed pair refuses the call.
+//! - `Resource` / `NotResource`: ARN patterns with `*` and `?` (case-sensitive). An
+//!   action IAM authorizes on no resource (ListBuckets) is matched only by `"*"`. A pair
+//!   whose resource sigward cannot determine fails closed: a `Deny` matches it whatever
+//!   its resource element, an `Allow` (or `Approve`) only with `"*"`; the reason says so.
 //! - `Condition`: `StringEquals`, `StringNotEquals`, `StringEqualsIgnoreCase`,
 //!   `StringNotEqualsIgnoreCase`, `StringLike`, `StringNotLike`, `ArnEquals`, `ArnLike`,
 //!   `ArnNotEquals`, `ArnNotLike`, `Bool`, each also as `…IfExists`. Operators are ANDed,
@@ -125,24 +129,28 @@ fn label(statement: &Statement, document: usize, index: usize) -> String {
 }
 
 fn evaluate_documents(facet: &Facet, settings: &IamSettings) -> Result<Verdict, String> {
-    let action = facet.iam_action_or_derived();
-    // A call whose resources are unknown is authorized against "*" alone.
-    let star = ["*".to_string()];
-    let resources: &[String] = if facet.resources.is_empty() {
-        &star
-    } else {
-        &facet.resources
-    };
-
+    let pairs = facet.pairs();
     let mut approvers: Vec<String> = Vec::new();
     let mut approved_by: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    for resource in resources {
+    // Every pair AWS would authorize must be allowed, and none denied.
+    for pair in &pairs {
+        let action = pair.action.as_str();
+        let resource = pair.resource.as_deref();
+        let shown = resource.unwrap_or("a resource sigward cannot determine");
+        if resource.is_none() {
+            let note = format!(
+                "sigward cannot determine the resource of {action}: a Deny naming any resource is taken to match it and an Allow needs \"*\""
+            );
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
         let mut allowed = false;
         for (d, document) in settings.documents.iter().enumerate() {
             for (i, statement) in document.statement.as_slice().iter().enumerate() {
                 let here = label(statement, d, i);
-                if !applies(statement, &action, resource, &here)? {
+                if !applies(statement, action, resource, &here)? {
                     continue;
                 }
                 let conditions = conditions_hold(statement, facet, &here);
@@ -152,7 +160,9 @@ fn evaluate_documents(facet: &Facet, settings: &IamSettings) -> Result<Verdict, 
                     (Err(_), Effect::Deny) => true,
                     (Err(_), _) => false,
                 };
-                if let Err(note) = conditions {
+                if let Err(note) = conditions
+                    && !notes.contains(&note)
+                {
                     notes.push(note);
                 }
                 if !matched {
@@ -161,7 +171,7 @@ fn evaluate_documents(facet: &Facet, settings: &IamSettings) -> Result<Verdict, 
                 match statement.effect {
                     Effect::Deny => {
                         let mut reason =
-                            format!("{action} on {resource} is explicitly denied by {here}");
+                            format!("{action} on {shown} is explicitly denied by {here}");
                         append_notes(&mut reason, &notes);
                         return Ok(Verdict::deny(reason));
                     }
@@ -182,7 +192,7 @@ fn evaluate_documents(facet: &Facet, settings: &IamSettings) -> Result<Verdict, 
             }
         }
         if !allowed {
-            let mut reason = format!("no statement allows {action} on {resource}");
+            let mut reason = format!("no statement allows {action} on {shown}");
             append_notes(&mut reason, &notes);
             return Ok(Verdict::deny(reason));
         }
@@ -201,11 +211,15 @@ fn evaluate_documents(facet: &Facet, settings: &IamSettings) -> Result<Verdict, 
         prompt.push_str(&facet.principal);
         prompt.push_str(" wants ");
     }
-    prompt.push_str(&action);
-    if !facet.resources.is_empty() {
-        prompt.push_str(" on ");
-        prompt.push_str(&facet.resources.join(", "));
-    }
+    let wants: Vec<String> = pairs
+        .iter()
+        .map(|p| match p.resource.as_deref() {
+            Some("*") => p.action.clone(),
+            Some(resource) => format!("{} on {resource}", p.action),
+            None => format!("{} on an undetermined resource", p.action),
+        })
+        .collect();
+    prompt.push_str(&wants.join(", "));
     prompt.push_str(" (");
     prompt.push_str(&approved_by.join(", "));
     prompt.push(')');
@@ -221,10 +235,12 @@ fn append_notes(reason: &mut String, notes: &[String]) {
 }
 
 /// Whether the statement's action and resource elements cover this action on `resource`.
+/// An unknown resource (`None`) could be any: a `Deny` is taken to cover it whatever its
+/// resource element says (fail closed), an `Allow` or `Approve` only with `"*"`.
 fn applies(
     statement: &Statement,
     action: &str,
-    resource: &str,
+    resource: Option<&str>,
     here: &str,
 ) -> Result<bool, String> {
     let action_matches = match (&statement.action, &statement.not_action) {
@@ -241,6 +257,20 @@ fn applies(
     if !action_matches {
         return Ok(false);
     }
+    let Some(resource) = resource else {
+        return match (
+            &statement.resource,
+            &statement.not_resource,
+            statement.effect,
+        ) {
+            (Some(_), None, Effect::Deny) | (None, Some(_), Effect::Deny) => Ok(true),
+            (Some(patterns), None, _) => Ok(patterns.as_slice().iter().any(|p| p == "*")),
+            (None, Some(_), _) => Ok(false),
+            _ => Err(format!(
+                "{here} needs exactly one of Resource and NotResource"
+            )),
+        };
+    };
     let resource_matches = |patterns: &OneOrMany<String>| {
         patterns
             .as_slice()

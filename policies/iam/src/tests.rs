@@ -75,7 +75,10 @@ fn not_action_with_deny_denies_everything_outside_the_list() {
     ]}]"#;
     assert!(run(&call("sts:GetCallerIdentity", &[]), documents).is_allow());
     assert!(run(&call("iam:ListRoles", &[]), documents).is_allow());
-    let verdict = run(&call("ec2:DescribeInstances", &[]), documents);
+    // sigward gives DescribeInstances, which IAM authorizes on no resource, the pair on "*".
+    let mut describe = call("ec2:DescribeInstances", &[]);
+    pairs(&mut describe, &[("ec2:DescribeInstances", Some("*"))]);
+    let verdict = run(&describe, documents);
     assert_eq!(
         reason(verdict),
         "ec2:DescribeInstances on * is explicitly denied by statement 2 of document 1"
@@ -328,4 +331,138 @@ fn malformed_documents_deny_everything() {
     }
     assert!(evaluate::<Iam>(&f, "{}").is_deny());
     assert!(evaluate::<Iam>(&f, r#"{"documents": [], "extra": 1}"#).is_deny());
+}
+
+/// "Allow everything except the vault": how security teams write resource-scoped denies.
+const ALL_BUT_VAULT: &str = r#"[{"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "*", "Resource": "*"},
+    {"Sid": "Vault", "Effect": "Deny", "Action": ["s3:GetObject*", "s3:DeleteObject*"], "Resource": "arn:aws:s3:::vault/*"},
+    {"Sid": "VaultTable", "Effect": "Deny", "Action": "dynamodb:*", "Resource": "arn:aws:dynamodb:*:*:table/vault"}
+]}]"#;
+
+fn pairs(f: &mut Facet, pairs: &[(&str, Option<&str>)]) {
+    f.authorizations = pairs
+        .iter()
+        .map(|(a, r)| sigward_policy_sdk::testing::authorization(a, *r))
+        .collect();
+}
+
+#[test]
+fn every_pair_of_a_call_is_judged() {
+    // CopyObject from the vault into an open bucket: the PutObject is fine, the read is not.
+    let mut copy = call("s3:PutObject", &[]);
+    pairs(
+        &mut copy,
+        &[
+            ("s3:PutObject", Some("arn:aws:s3:::open/copy")),
+            ("s3:GetObject", Some("arn:aws:s3:::vault/secret")),
+        ],
+    );
+    assert_eq!(
+        reason(run(&copy, ALL_BUT_VAULT)),
+        "s3:GetObject on arn:aws:s3:::vault/secret is explicitly denied by statement Vault"
+    );
+    // DeleteObjects naming one vault key among others.
+    let mut delete = call("s3:DeleteObject", &[]);
+    pairs(
+        &mut delete,
+        &[
+            ("s3:DeleteObject", Some("arn:aws:s3:::open/a")),
+            ("s3:DeleteObjectVersion", Some("arn:aws:s3:::vault/k")),
+        ],
+    );
+    assert!(run(&delete, ALL_BUT_VAULT).is_deny());
+    // TransactGetItems reading the vault table beside another.
+    let mut transact = call("dynamodb:TransactGetItems", &[]);
+    pairs(
+        &mut transact,
+        &[
+            (
+                "dynamodb:GetItem",
+                Some("arn:aws:dynamodb:us-east-1:111111111111:table/open"),
+            ),
+            (
+                "dynamodb:GetItem",
+                Some("arn:aws:dynamodb:us-east-1:111111111111:table/vault"),
+            ),
+        ],
+    );
+    assert!(reason(run(&transact, ALL_BUT_VAULT)).contains("statement VaultTable"));
+    // The same calls away from the vault are allowed.
+    pairs(
+        &mut copy,
+        &[
+            ("s3:PutObject", Some("arn:aws:s3:::open/copy")),
+            ("s3:GetObject", Some("arn:aws:s3:::open/original")),
+        ],
+    );
+    assert!(run(&copy, ALL_BUT_VAULT).is_allow());
+    // An allow must cover every pair.
+    pairs(
+        &mut copy,
+        &[
+            ("s3:PutObject", Some("arn:aws:s3:::data/copy")),
+            ("s3:GetObject", Some("arn:aws:s3:::elsewhere/x")),
+        ],
+    );
+    let only_data = r#"[{"Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::data/*"}}]"#;
+    assert_eq!(
+        reason(run(&copy, only_data)),
+        "no statement allows s3:GetObject on arn:aws:s3:::elsewhere/x"
+    );
+}
+
+#[test]
+fn a_resource_sigward_cannot_determine_fails_closed() {
+    let mut unknown = call("s3:GetObject", &[]);
+    pairs(&mut unknown, &[("s3:GetObject", None)]);
+    // A Deny on a specific resource matches, and says why.
+    let denied = reason(run(&unknown, ALL_BUT_VAULT));
+    assert!(
+        denied.starts_with(
+            "s3:GetObject on a resource sigward cannot determine is explicitly denied by statement Vault"
+        ),
+        "{denied}"
+    );
+    assert!(denied.contains("sigward cannot determine the resource of s3:GetObject"));
+    // So does a NotResource Deny.
+    let not_resource = r#"[{"Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:*", "NotResource": "arn:aws:s3:::open/*"}]}]"#;
+    assert!(run(&unknown, not_resource).is_deny());
+    // An Allow needs "*".
+    assert!(run(&unknown, READ_BUCKET).is_deny());
+    let star = r#"[{"Statement": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}}]"#;
+    assert!(run(&unknown, star).is_allow());
+    // A Deny for other actions does not match.
+    let mut list = call("s3:ListAllMyBuckets", &[]);
+    pairs(&mut list, &[("s3:ListAllMyBuckets", Some("*"))]);
+    assert!(run(&list, ALL_BUT_VAULT).is_allow());
+    // An action IAM authorizes on no resource: the vault deny does not match it.
+    let mut list_vault_deny = call("s3:ListAllMyBuckets", &[]);
+    pairs(&mut list_vault_deny, &[("s3:ListAllMyBuckets", Some("*"))]);
+    let s3_vault = r#"[{"Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "arn:aws:s3:::vault/*"}]}]"#;
+    assert!(run(&list_vault_deny, s3_vault).is_allow());
+    // A facet without authorizations and without resources (a hand-written one, an old
+    // record): its resource is unknown.
+    let bare = call("s3:GetObject", &[]);
+    assert!(run(&bare, ALL_BUT_VAULT).is_deny());
+}
+
+#[test]
+fn an_unknown_condition_key_still_fails_closed() {
+    let f = call("s3:GetObject", &["arn:aws:s3:::data/x"]);
+    let deny_unknown = r#"[{"Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {"StringEquals": {"aws:SourceVpce": "vpce-1"}}}]}]"#;
+    let denied = reason(run(&f, deny_unknown));
+    assert!(
+        denied.contains("unknown condition key aws:SourceVpce"),
+        "{denied}"
+    );
+    let allow_unknown = r#"[{"Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringEquals": {"aws:SourceVpce": "vpce-1"}}}]}]"#;
+    assert!(run(&f, allow_unknown).is_deny());
 }

@@ -172,9 +172,14 @@ impl Policy for NoSecrets {
                 .param(name)
                 .is_some_and(|v| v.eq_ignore_ascii_case(value))
         };
+        // Every action the call needs is looked up, not only its own.
+        let pairs = facet.pairs();
         let secret = SECRET_READS.iter().any(|entry| {
             let named = wildcard_match_ignore_case(entry.action, &action)
-                || wildcard_match_ignore_case(entry.action, &operation);
+                || wildcard_match_ignore_case(entry.action, &operation)
+                || pairs
+                    .iter()
+                    .any(|pair| wildcard_match_ignore_case(entry.action, &pair.action));
             named
                 && match entry.when {
                     When::Always => true,
@@ -337,6 +342,17 @@ mod tests {
                 entry.source
             );
         }
+    }
+
+    #[test]
+    fn a_secret_read_among_a_calls_pairs_is_denied() {
+        // A made-up call whose own action is harmless but one of whose pairs reads a secret.
+        let mut f = facet("dynamodb:PartiQLSelect");
+        f.authorizations = vec![
+            sigward_policy_sdk::testing::authorization("dynamodb:PartiQLSelect", None),
+            sigward_policy_sdk::testing::authorization("secretsmanager:GetSecretValue", None),
+        ];
+        assert!(evaluate::<NoSecrets>(&f, "{}").is_deny());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct ReadOnly;
 
 impl Policy for ReadOnly {
     fn evaluate(facet: &Facet, settings: &Settings) -> Verdict {
-        if is_read_action(facet.operation()) {
+        if reads_only(facet) {
             return Verdict::Allow;
         }
         let settings: ReadOnlySettings = match settings.parse() {
@@ -40,6 +40,17 @@ impl Policy for ReadOnly {
 }
 
 /// "in account prod (111111111111): claude wants ec2:TerminateInstances on arn:…"
+/// A read by its operation's name, and only reads by every (IAM action, resource) pair it
+/// needs: a read that also writes (none today; the pairs say so if AWS adds one) waits.
+/// API Gateway's management API authorizes reads as `apigateway:GET`.
+fn reads_only(facet: &Facet) -> bool {
+    is_read_action(facet.operation())
+        && facet.pairs().iter().all(|pair| {
+            let name = pair.action.rsplit_once(':').map_or("", |(_, name)| name);
+            is_read_action(name) || name == "GET" || name == "HEAD"
+        })
+}
+
 fn prompt(facet: &Facet) -> String {
     let mut prompt = format!("in account {}: ", facet.account_label());
     if !facet.principal.is_empty() {
@@ -77,6 +88,19 @@ mod tests {
                 "{action}"
             );
         }
+    }
+
+    #[test]
+    fn every_pair_must_be_a_read() {
+        let mut f = facet("s3:GetObject");
+        f.authorizations = vec![
+            sigward_policy_sdk::testing::authorization("s3:GetObject", Some("arn:aws:s3:::b/k")),
+            sigward_policy_sdk::testing::authorization("s3:PutObjectAcl", Some("arn:aws:s3:::b/k")),
+        ];
+        assert!(evaluate::<ReadOnly>(&f, "{}").is_approve());
+        let mut f = facet("apigateway:GET");
+        f.action = "GetRestApis".into();
+        assert_eq!(evaluate::<ReadOnly>(&f, "{}"), Verdict::Allow);
     }
 
     #[test]
