@@ -25,6 +25,7 @@ const FIXTURES: &[&str] = &[
     "snoop",
     "counter",
     "not-a-policy",
+    "contract-v01",
 ];
 
 fn main() {

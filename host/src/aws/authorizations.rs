@@ -240,12 +240,14 @@ fn kms_key(key: &str, cx: &Context<'_>) -> String {
 /// names a version. The query is split off before decoding, as S3 does: an encoded `?`
 /// is part of the key.
 fn copy_source(cx: &Context<'_>, raw: &str) -> Result<(String, bool), UnderstandError> {
-    let bad = |why: &str| UnderstandError::Ambiguous(format!("x-amz-copy-source {raw:?}: {why}"));
+    let ambiguous =
+        |why: &str| UnderstandError::Ambiguous(format!("x-amz-copy-source {raw:?}: {why}"));
+    let bad = |why: &str| unjudgeable(cx, format!("x-amz-copy-source {raw:?}: {why}"));
     let (path, version) = match raw.split_once('?') {
         None => (raw, None),
         Some((path, query)) => match query.strip_prefix("versionId=") {
             Some(v) if !v.is_empty() && !v.contains(['&', '?', '=']) => (path, Some(v)),
-            _ => return Err(bad("its query is not one versionId")),
+            _ => return Err(ambiguous("its query is not one versionId")),
         },
     };
     let decoded = percent_decode_str(path)

@@ -59,6 +59,7 @@ fn corpus_of_real_client_requests() {
             "region",
             "account",
             "resources",
+            "authorizations",
         ] {
             if let Some(want) = expect.get(field)
                 && got[field] != *want

@@ -2,12 +2,17 @@
 //! by botocore itself (`tools/model-requests`, run by scripts/test), must resolve to the
 //! same service and operation. Exceptions are listed, each with its reason, in
 //! tests/model-exceptions.txt; anything else that fails is a test failure.
+//!
+//! It also counts, per service, the operations whose call needs more than one
+//! (IAM action, resource) pair and those with a resource sigward cannot derive, and holds
+//! the second number to tests/model-authorizations.txt: it may only go down.
+//! `SIGWARD_UPDATE_MODEL_COUNTS=1` rewrites the file.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use data_encoding::BASE64;
 use sigward::aws::account::AccountNames;
-use sigward::aws::understand_bytes;
+use sigward::aws::{UnderstandError, understand_bytes};
 
 #[test]
 fn every_operation_of_every_service_resolves() {
@@ -35,6 +40,9 @@ fn every_operation_of_every_service_resolves() {
 
     let names = AccountNames::default();
     let (mut total, mut resolved, mut skipped) = (0usize, 0usize, 0usize);
+    // Per service: operations, those with more than one pair, those with an unknown resource.
+    let mut counts: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut values_refused = 0usize;
     let mut failures: Vec<String> = Vec::new();
     let mut excused = BTreeSet::new();
     for line in text.lines() {
@@ -55,7 +63,21 @@ fn every_operation_of_every_service_resolves() {
         };
         let outcome = match understand_bytes(&raw, &names) {
             // The scope the request was signed with is the truth for the service.
-            Ok(facet) if facet.action == operation && facet.service == expected_service => Ok(()),
+            Ok(facet) if facet.action == operation && facet.service == expected_service => {
+                let count = counts.entry(service.clone()).or_default();
+                count[0] += 1;
+                count[1] += usize::from(facet.authorizations.len() > 1);
+                count[2] += usize::from(facet.authorizations.iter().any(|a| a.resource.is_none()));
+                Ok(())
+            }
+            // Resolved, and then refused for botocore's placeholder values ("aaa" is no
+            // copy source, no PartiQL statement): what AWS would do too.
+            Err(UnderstandError::Unjudgeable {
+                operation: judged, ..
+            }) if judged.rsplit_once(':').map(|(_, op)| op) == Some(operation.as_str()) => {
+                values_refused += 1;
+                Ok(())
+            }
             Ok(facet) => Err(format!("resolved as {}:{}", facet.service, facet.action)),
             Err(error) => Err(error.to_string()),
         };
@@ -74,10 +96,11 @@ fn every_operation_of_every_service_resolves() {
         }
     }
     eprintln!(
-        "model check: {resolved} of {total} operations resolved ({:.2}%), {} listed exceptions, {skipped} not buildable by botocore",
+        "model check: {resolved} of {total} operations resolved ({:.2}%), {} listed exceptions, {skipped} not buildable by botocore; {values_refused} refused for botocore's placeholder values",
         100.0 * resolved as f64 / total.max(1) as f64,
         excused.len()
     );
+    check_counts(&counts);
     assert!(
         total > 15_000 || std::env::var_os("SIGWARD_MODEL_SUBSET").is_some(),
         "only {total} operations checked"
@@ -101,4 +124,63 @@ fn scope_service(raw: &[u8]) -> String {
         .unwrap_or_default();
     let decoded = credential.replace("%2F", "/");
     decoded.split('/').nth(3).unwrap_or_default().to_string()
+}
+
+/// Hold the unknown-resource counts to tests/model-authorizations.txt (or rewrite it).
+fn check_counts(counts: &BTreeMap<String, [usize; 3]>) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/model-authorizations.txt"
+    );
+    let sum = |i: usize| counts.values().map(|c| c[i]).sum::<usize>();
+    let (ops, multi, unknown) = (sum(0), sum(1), sum(2));
+    eprintln!(
+        "model check: {multi} of {ops} understood operations need more than one (IAM action, resource) pair; {unknown} have a resource sigward cannot derive"
+    );
+    let mut text = format!(
+        "# Per service: operations understood, those needing more than one (IAM action, resource)\n\
+         # pair, and those with a resource sigward cannot derive (policies fail closed on them).\n\
+         # Written by the model check (SIGWARD_UPDATE_MODEL_COUNTS=1); the last column may only\n\
+         # go down. Total: {ops} {multi} {unknown}\n"
+    );
+    for (service, [o, m, u]) in counts {
+        text.push_str(&format!("{service} {o} {m} {u}\n"));
+    }
+    if std::env::var_os("SIGWARD_UPDATE_MODEL_COUNTS").is_some() {
+        std::fs::write(path, text).expect("write tests/model-authorizations.txt");
+        return;
+    }
+    let recorded: BTreeMap<String, usize> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            Some((parts.first()?.to_string(), parts.get(3)?.parse().ok()?))
+        })
+        .collect();
+    if std::env::var_os("SIGWARD_MODEL_SUBSET").is_some() {
+        return;
+    }
+    let worse: Vec<String> = counts
+        .iter()
+        .filter_map(|(service, c)| {
+            let before = recorded.get(service).copied().unwrap_or(0);
+            (c[2] > before).then(|| format!("{service}: {before} → {}", c[2]))
+        })
+        .collect();
+    assert!(
+        worse.is_empty(),
+        "more operations with a resource sigward cannot derive than tests/model-authorizations.txt records:\n{}",
+        worse.join("\n")
+    );
+    let better = recorded
+        .iter()
+        .filter(|(s, n)| counts.get(*s).is_some_and(|c| c[2] < **n))
+        .count();
+    if better > 0 {
+        eprintln!(
+            "model check: {better} services have fewer unknown resources than recorded: rerun with SIGWARD_UPDATE_MODEL_COUNTS=1"
+        );
+    }
 }
