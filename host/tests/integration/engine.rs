@@ -114,6 +114,48 @@ fn no_secrets_rule_table_as_a_component() {
 
 /// The built-ins are no_std guests: no WASI imports (std would bring 13, and several
 /// microseconds per evaluation), and `settings` only where the policy reads it.
+/// A component built against `sigward:policy@0.1.0` (before `authorizations`) loads,
+/// sees the facet it was written for, and judges in a set beside 0.2.0 components.
+#[test]
+fn policies_built_against_the_first_contract_keep_working() {
+    let legacy = load_fixture("contract-v01");
+    assert_eq!(legacy.contract(), "0.1.0");
+    assert_eq!(load("builtin:read-only").contract(), "0.2.0");
+    let mut copy = facet("s3:PutObject");
+    copy.resources = vec![
+        "arn:aws:s3:::open/copy".into(),
+        "arn:aws:s3:::vault/secret".into(),
+    ];
+    copy.authorizations = vec![
+        sigward::facet::Authorization::new("s3:PutObject", Some("arn:aws:s3:::open/copy".into())),
+        sigward::facet::Authorization::new(
+            "s3:GetObject",
+            Some("arn:aws:s3:::vault/secret".into()),
+        ),
+    ];
+    assert_eq!(
+        legacy.evaluate(&settings(r#"{"k":1}"#), &copy, &limits()),
+        Ok(Verdict::deny(
+            r#"0.1.0 policy saw s3:PutObject on arn:aws:s3:::open/copy, arn:aws:s3:::vault/secret (settings {"k":1})"#
+        ))
+    );
+    let harmless = facet("s3:GetObject");
+    assert_eq!(
+        legacy.evaluate(&settings("{}"), &harmless, &limits()),
+        Ok(Verdict::Allow)
+    );
+    // The reused-instance benchmark floor measures it too.
+    let samples = sigward::policy::evaluate::reused_instance_samples(
+        &legacy,
+        &settings("{}"),
+        &harmless,
+        3,
+        64 << 20,
+    )
+    .expect("reused-instance samples");
+    assert_eq!(samples.len(), 3);
+}
+
 #[test]
 fn builtins_import_nothing_they_do_not_use() {
     let imports = |name: &str| -> Vec<String> {
