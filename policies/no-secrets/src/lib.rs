@@ -172,28 +172,34 @@ impl Policy for NoSecrets {
                 .param(name)
                 .is_some_and(|v| v.eq_ignore_ascii_case(value))
         };
-        // Every action the call needs is looked up, not only its own.
+        // Every action the call needs is looked up, not only its own; the reason names
+        // the one that reads a secret.
         let pairs = facet.pairs();
-        let secret = SECRET_READS.iter().any(|entry| {
-            let named = wildcard_match_ignore_case(entry.action, &action)
-                || wildcard_match_ignore_case(entry.action, &operation)
-                || pairs
-                    .iter()
-                    .any(|pair| wildcard_match_ignore_case(entry.action, &pair.action));
-            named
-                && match entry.when {
-                    When::Always => true,
-                    When::ParamIs(name, value) => asks(name, value),
-                    When::Unless(name, value) => !asks(name, value),
-                }
-        });
-        if secret {
-            Verdict::deny(alloc::format!(
-                "{action} in account {}",
+        let candidates = [action.as_str(), operation.as_str()]
+            .into_iter()
+            .chain(pairs.iter().map(|pair| pair.action.as_str()));
+        let mut secret = None;
+        for candidate in candidates {
+            let found = SECRET_READS.iter().any(|entry| {
+                wildcard_match_ignore_case(entry.action, candidate)
+                    && match entry.when {
+                        When::Always => true,
+                        When::ParamIs(name, value) => asks(name, value),
+                        When::Unless(name, value) => !asks(name, value),
+                    }
+            });
+            if found {
+                // An operation named in the list (API Gateway's) is shown as the IAM action.
+                secret = Some(if candidate == operation { &action } else { candidate });
+                break;
+            }
+        }
+        match secret {
+            Some(secret) => Verdict::deny(alloc::format!(
+                "{secret} in account {}",
                 facet.account_label()
-            ))
-        } else {
-            Verdict::Allow
+            )),
+            None => Verdict::Allow,
         }
     }
 }
