@@ -64,21 +64,51 @@ pub fn generate(
             continue;
         };
         calls += 1;
-        let resources: Vec<String> = facet["resources"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let entry = actions
-            .entry(action.to_string())
-            .or_insert_with(|| Some(BTreeSet::new()));
-        match (entry.as_mut(), resources.is_empty()) {
-            (Some(_), true) => *entry = None,
-            (Some(known), false) => known.extend(resources),
-            (None, _) => {}
+        // Every (IAM action, resource) pair the call needed (CopyObject: the source's
+        // s3:GetObject too); a facet recorded before pairs existed: its action on its
+        // resources. A resource that is "*" or unknown makes the action's Resource "*".
+        let strings = |value: &Value| -> Vec<String> {
+            value
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let pairs: Vec<(String, Option<String>)> = match facet["authorizations"].as_array() {
+            Some(pairs) if !pairs.is_empty() => pairs
+                .iter()
+                .filter_map(|p| {
+                    let action = p["action"].as_str().filter(|a| !a.is_empty())?;
+                    let resource = p["resource"].as_str().filter(|r| r.starts_with("arn:"));
+                    Some((action.to_string(), resource.map(String::from)))
+                })
+                .collect(),
+            _ => {
+                let resources = strings(&facet["resources"]);
+                if resources.is_empty() {
+                    vec![(action.to_string(), None)]
+                } else {
+                    resources
+                        .into_iter()
+                        .map(|r| (action.to_string(), Some(r)))
+                        .collect()
+                }
+            }
+        };
+        for (action, resource) in pairs {
+            let entry = actions
+                .entry(action)
+                .or_insert_with(|| Some(BTreeSet::new()));
+            match (entry.as_mut(), resource) {
+                (Some(_), None) => *entry = None,
+                (Some(known), Some(resource)) => {
+                    known.insert(resource);
+                }
+                (None, _) => {}
+            }
         }
     }
     // Per service, the actions that share one resource list share a statement.
@@ -197,6 +227,39 @@ mod tests {
         assert_eq!(
             toml_inline(&json!({"a": ["x", 1], "b": {"c": true}})),
             r#"{ "a" = ["x", 1], "b" = { "c" = true } }"#
+        );
+    }
+
+    #[test]
+    fn every_pair_of_a_call_is_allowed_by_the_generated_document() {
+        let copy = json!({
+            "facet": { "principal": "a", "iam_action": "s3:PutObject", "account": "111111111111",
+                       "resources": ["arn:aws:s3:::dst/k", "arn:aws:s3:::src/k"],
+                       "authorizations": [
+                           {"action": "s3:PutObject", "resource": "arn:aws:s3:::dst/k"},
+                           {"action": "s3:GetObject", "resource": "arn:aws:s3:::src/k"}] },
+            "upstream_status": 200,
+        })
+        .to_string();
+        let list = json!({
+            "facet": { "principal": "a", "iam_action": "s3:ListAllMyBuckets", "account": "111111111111",
+                       "authorizations": [{"action": "s3:ListAllMyBuckets", "resource": "*"}] },
+            "upstream_status": 200,
+        })
+        .to_string();
+        let (document, calls) =
+            generate(vec![copy, list].into_iter(), None, None).expect("generate");
+        assert_eq!(calls, 2);
+        assert_eq!(
+            document["Statement"],
+            json!([
+                {"Sid": "Observeds31", "Effect": "Allow", "Action": ["s3:ListAllMyBuckets"],
+                 "Resource": ["*"]},
+                {"Sid": "Observeds32", "Effect": "Allow", "Action": ["s3:PutObject"],
+                 "Resource": ["arn:aws:s3:::dst/k"]},
+                {"Sid": "Observeds33", "Effect": "Allow", "Action": ["s3:GetObject"],
+                 "Resource": ["arn:aws:s3:::src/k"]},
+            ])
         );
     }
 }

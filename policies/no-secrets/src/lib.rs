@@ -190,7 +190,11 @@ impl Policy for NoSecrets {
             });
             if found {
                 // An operation named in the list (API Gateway's) is shown as the IAM action.
-                secret = Some(if candidate == operation { &action } else { candidate });
+                secret = Some(if candidate == operation {
+                    &action
+                } else {
+                    candidate
+                });
                 break;
             }
         }

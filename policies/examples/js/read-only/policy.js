@@ -1,5 +1,6 @@
-// builtin:read-only's rules, in JavaScript: Get*, List*, Describe* and Head* calls pass;
-// anything else waits for the approvers in the settings (default ["oncall"]).
+// builtin:read-only's rules, in JavaScript: Get*, List*, Describe* and Head* calls pass
+// when every (IAM action, resource) pair they need is a read too; anything else waits for
+// the approvers in the settings (default ["oncall"]).
 // Built into a component with componentize-js (scripts/build-guests).
 import settings from 'settings';
 
@@ -24,9 +25,17 @@ function prompt(facet) {
   return text;
 }
 
+// Every pair the call needs (contract 0.2.0): a read that also writes waits.
+function pairsAreReads(facet) {
+  return (facet.authorizations ?? []).every(({ action }) => {
+    const name = action.slice(action.lastIndexOf(':') + 1);
+    return isRead(name) || name === 'GET' || name === 'HEAD';
+  });
+}
+
 export function evaluate(facet) {
   const action = facet.action || (facet.iamAction.split(':')[1] ?? '');
-  if (isRead(action)) return { tag: 'allow' };
+  if (isRead(action) && pairsAreReads(facet)) return { tag: 'allow' };
 
   let parsed;
   try {

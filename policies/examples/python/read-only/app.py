@@ -1,5 +1,6 @@
-"""builtin:read-only's rules, in Python: Get*, List*, Describe* and Head* calls pass;
-anything else waits for the approvers in the settings (default ["oncall"]).
+"""builtin:read-only's rules, in Python: Get*, List*, Describe* and Head* calls pass
+when every (IAM action, resource) pair they need is a read too; anything else waits for
+the approvers in the settings (default ["oncall"]).
 Built into a component with componentize-py (scripts/build-guests)."""
 
 import json
@@ -32,10 +33,19 @@ def prompt(facet: types.AwsFacet) -> str:
     return text
 
 
+def pairs_are_reads(facet: types.AwsFacet) -> bool:
+    """Every pair the call needs (contract 0.2.0): a read that also writes waits."""
+    for pair in facet.authorizations:
+        name = pair.action.rsplit(":", 1)[-1]
+        if not (is_read(name) or name in ("GET", "HEAD")):
+            return False
+    return True
+
+
 class WitWorld(wit_world.WitWorld):
     def evaluate(self, facet: types.AwsFacet) -> types.Verdict:
         action = facet.action or facet.iam_action.partition(":")[2]
-        if is_read(action):
+        if is_read(action) and pairs_are_reads(facet):
             return types.Verdict_Allow()
         try:
             settings = json.loads(wit_world.settings() or "{}")
