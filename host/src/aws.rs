@@ -194,7 +194,7 @@ pub fn understand_call(
     let body = Body::parse(request, form, resolved.protocol)?;
     let params = params(request, &body, resolved.protocol)?;
     let partition = partition(&region);
-    let mut resources = resources::resources(&resources::Context {
+    let call = resources::Context {
         service: &service.iam,
         partition,
         region: &region,
@@ -202,25 +202,27 @@ pub fn understand_call(
         labels: &resolved.labels,
         params: &params,
         batch_tables: &body.batch_tables,
-    });
+    };
+    let mut resources = resources::resources(&call);
     let authorizations = authorizations::authorizations(&authorizations::Context {
         request,
-        service: &service.iam,
+        call: &call,
+        service,
         operation,
-        partition,
-        region: &region,
-        account: &account,
-        labels: &resolved.labels,
-        params: &params,
         resources: &resources,
     })?;
+    // The resources the pairs name beyond the call's own (DeleteObjects' keys, a
+    // transaction's tables): up to a thousand, so looked up in a set.
+    let mut named: std::collections::HashSet<&str> = resources.iter().map(String::as_str).collect();
+    let mut more = Vec::new();
     for pair in &authorizations {
-        if let Some(arn) = pair.resource.as_ref().filter(|r| r.starts_with("arn:"))
-            && !resources.contains(arn)
+        if let Some(arn) = pair.resource.as_deref().filter(|r| r.starts_with("arn:"))
+            && named.insert(arn)
         {
-            resources.push(arn.clone());
+            more.push(arn.to_string());
         }
     }
+    resources.extend(more);
     // One PartiQL statement is one PartiQL action (the table's `iam_action` for
     // ExecuteStatement is one of the four).
     let iam_action = match authorizations.as_slice() {

@@ -67,12 +67,18 @@ impl Facet {
         if !self.authorizations.is_empty() {
             return self.authorizations.clone();
         }
+        // As the guest SDK's `Facet::pairs` does: `service:action` when `iam_action` is empty.
+        let action = if self.iam_action.is_empty() {
+            format!("{}:{}", self.service, self.action)
+        } else {
+            self.iam_action.clone()
+        };
         if self.resources.is_empty() {
-            return vec![Authorization::new(self.iam_action.clone(), None)];
+            return vec![Authorization::new(action, None)];
         }
         self.resources
             .iter()
-            .map(|r| Authorization::new(self.iam_action.clone(), Some(r.clone())))
+            .map(|r| Authorization::new(action.clone(), Some(r.clone())))
             .collect()
     }
 

@@ -33,29 +33,28 @@ use serde_json::value::RawValue;
 use super::UnderstandError;
 use super::ambiguity;
 use super::request::Request;
-use super::tables::Operation;
+use super::resources;
+use super::tables::{Operation, Service};
 use crate::facet::Authorization;
 
 /// What the pairs are derived from.
 pub struct Context<'a> {
     pub request: &'a Request<'a>,
-    /// The IAM service prefix: "s3", "dynamodb".
-    pub service: &'a str,
+    /// The call as its resources were derived from (partition, region, account, URI
+    /// labels, params).
+    pub call: &'a resources::Context<'a>,
+    pub service: &'a Service,
     pub operation: &'a Operation,
-    pub partition: &'a str,
-    pub region: &'a str,
-    pub account: &'a str,
-    /// URI labels the operation's template captured (`Bucket`, `Key`).
-    pub labels: &'a [(String, String)],
-    pub params: &'a [(String, String)],
-    /// The resources the call names ([`super::resources::resources`]).
+    /// The resources the call names ([`resources::resources`]).
     pub resources: &'a [String],
 }
 
 /// The pairs, in the order AWS checks them; an error when the call's resources are in a
 /// part of the request sigward must read to judge it and cannot.
 pub fn authorizations(cx: &Context<'_>) -> Result<Vec<Authorization>, UnderstandError> {
-    let mut out = match cx.service {
+    // By the service's model, not its IAM prefix: S3 Control shares `s3` and has its own
+    // CreateBucket.
+    let mut out = match cx.service.id.as_str() {
         "s3" => s3(cx)?,
         "dynamodb" => dynamodb(cx)?,
         _ => None,
@@ -81,14 +80,16 @@ fn general(cx: &Context<'_>, action: &str, resources: &[String]) -> Vec<Authoriz
 }
 
 fn label<'c>(cx: &'c Context<'_>, name: &str) -> Option<&'c str> {
-    cx.labels
+    cx.call
+        .labels
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
 fn param<'c>(cx: &'c Context<'_>, name: &str) -> Option<&'c str> {
-    cx.params
+    cx.call
+        .params
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
@@ -96,7 +97,7 @@ fn param<'c>(cx: &'c Context<'_>, name: &str) -> Option<&'c str> {
 
 fn unjudgeable(cx: &Context<'_>, why: impl Into<String>) -> UnderstandError {
     UnderstandError::Unjudgeable {
-        operation: format!("{}:{}", cx.service, cx.operation.name),
+        operation: format!("{}:{}", cx.service.iam, cx.operation.name),
         why: why.into(),
     }
 }
@@ -127,7 +128,7 @@ fn versioned(action: &str, has_version: bool) -> &str {
 }
 
 fn s3(cx: &Context<'_>) -> Result<Option<Vec<Authorization>>, UnderstandError> {
-    let p = cx.partition;
+    let p = cx.call.partition;
     let object = match (label(cx, "Bucket"), label(cx, "Key")) {
         (Some(bucket), Some(key)) => Some(format!("arn:{p}:s3:::{bucket}/{key}")),
         _ => None,
@@ -219,13 +220,15 @@ fn s3(cx: &Context<'_>) -> Result<Option<Vec<Authorization>>, UnderstandError> {
 fn sets_acl(request: &Request<'_>) -> bool {
     request.headers.iter().any(|(name, _)| {
         name.eq_ignore_ascii_case("x-amz-acl")
-            || name.to_ascii_lowercase().starts_with("x-amz-grant-")
+            || name
+                .get(..12)
+                .is_some_and(|p| p.eq_ignore_ascii_case("x-amz-grant-"))
     })
 }
 
 /// A KMS key as S3's headers name it (key id, alias, or ARN) as an ARN.
 fn kms_key(key: &str, cx: &Context<'_>) -> String {
-    let (p, r, a) = (cx.partition, cx.region, cx.account);
+    let (p, r, a) = (cx.call.partition, cx.call.region, cx.call.account);
     if key.starts_with("arn:") {
         key.to_string()
     } else if key.starts_with("alias/") {
@@ -263,7 +266,7 @@ fn copy_source(cx: &Context<'_>, raw: &str) -> Result<(String, bool), Understand
     }
     match decoded.split_once('/') {
         Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok((
-            format!("arn:{}:s3:::{bucket}/{key}", cx.partition),
+            format!("arn:{}:s3:::{bucket}/{key}", cx.call.partition),
             version.is_some(),
         )),
         _ => Err(bad("not bucket/key")),
@@ -476,7 +479,7 @@ fn table_arn(cx: &Context<'_>, table: &str) -> String {
     if table.starts_with("arn:") {
         return table.to_string();
     }
-    let (p, r, a) = (cx.partition, cx.region, cx.account);
+    let (p, r, a) = (cx.call.partition, cx.call.region, cx.call.account);
     format!("arn:{p}:dynamodb:{r}:{a}:table/{table}")
 }
 
@@ -797,6 +800,19 @@ mod tests {
                 "{body} was understood"
             );
         }
+    }
+
+    #[test]
+    fn a_delete_objects_body_sigward_did_not_read_is_refused() {
+        let body = "<Delete><Object><Key>k</Key></Object></Delete>";
+        let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        let raw = format!(
+            "POST /vault?delete HTTP/1.1\r\nHost: s3.us-east-1.amazonaws.com\r\n{S3_AUTH}\r\nContent-Encoding: aws-chunked\r\nContent-Length: {}\r\n\r\n{chunked}",
+            chunked.len()
+        );
+        let error = understand_bytes(raw.as_bytes(), &AccountNames::default())
+            .expect_err("an aws-chunked Delete body is not judged");
+        assert!(error.to_string().contains("was not read"), "{error}");
     }
 
     #[test]
