@@ -520,17 +520,18 @@ fn string(
         .map_err(|_| unjudgeable(cx, format!("{what} is not a string")))
 }
 
-/// A PartiQL statement's action and the table (or index) it names.
+/// A PartiQL statement's action and the table (or index) it names — unknown when a name
+/// is unquoted (see [`partiql::Read::exact`]).
 fn partiql(cx: &Context<'_>, statement: &str) -> Result<Authorization, UnderstandError> {
-    let (verb, table, index) = partiql::read(statement)
+    let read = partiql::read(statement)
         .map_err(|why| unjudgeable(cx, format!("PartiQL statement {statement:?}: {why}")))?;
-    let mut arn = table_arn(cx, &table);
-    if let Some(index) = index {
+    let mut arn = table_arn(cx, &read.table);
+    if let Some(index) = read.index {
         arn = format!("{arn}/index/{index}");
     }
     Ok(Authorization::new(
-        format!("dynamodb:PartiQL{verb}"),
-        Some(arn),
+        format!("dynamodb:PartiQL{}", read.verb),
+        read.exact.then_some(arn),
     ))
 }
 
@@ -603,8 +604,20 @@ pub(crate) mod partiql {
         matches!(token, Some(Token::Word(w)) if w.eq_ignore_ascii_case(keyword))
     }
 
-    /// (verb, table, index).
-    pub fn read(statement: &str) -> Result<(&'static str, String, Option<String>), String> {
+    /// What a statement does, and to which table (or index).
+    #[derive(Debug, PartialEq)]
+    pub struct Read {
+        /// "Select", "Insert", "Update", "Delete".
+        pub verb: &'static str,
+        pub table: String,
+        pub index: Option<String>,
+        /// Every name was "quoted". PartiQL compares unquoted identifiers ignoring case,
+        /// and sigward does not know which table DynamoDB would pick for `FROM vault`
+        /// when `Vault` exists too: such a name is taken as an unknown resource.
+        pub exact: bool,
+    }
+
+    pub fn read(statement: &str) -> Result<Read, String> {
         let tokens = tokens(statement)?;
         let keyword_count = |k: &str| tokens.iter().filter(|t| is(Some(t), k)).count();
         let mut at = 0;
@@ -645,9 +658,13 @@ pub(crate) mod partiql {
         {
             return Err("more than one SELECT or FROM".into());
         }
-        let name = |token: Option<&Token>| match token {
+        let mut exact = true;
+        let mut name = |token: Option<&Token>| match token {
             Some(Token::Quoted(name)) if !name.is_empty() => Some(name.clone()),
-            Some(Token::Word(name)) => Some(name.clone()),
+            Some(Token::Word(name)) => {
+                exact = false;
+                Some(name.clone())
+            }
             _ => None,
         };
         let table = name(tokens.get(table_at)).ok_or("no table name")?;
@@ -656,7 +673,12 @@ pub(crate) mod partiql {
         } else {
             None
         };
-        Ok((verb, table, index))
+        Ok(Read {
+            verb,
+            table,
+            index,
+            exact,
+        })
     }
 
     #[cfg(test)]
@@ -696,10 +718,12 @@ pub(crate) mod partiql {
             for (statement, (verb, table, index)) in cases {
                 let got = read(statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
                 assert_eq!(
-                    got,
+                    (got.verb, got.table, got.index),
                     (verb, table.to_string(), index.map(str::to_string)),
                     "{statement}"
                 );
+                // Only `from Music` names its table unquoted.
+                assert_eq!(got.exact, !statement.contains("Music"), "{statement}");
             }
         }
 
@@ -876,7 +900,7 @@ mod tests {
         assert!(facet.resources.contains(&arn("vault")));
         let raw = ddb(
             "BatchExecuteStatement",
-            r#"{"Statements":[{"Statement":"UPDATE a SET x = 1"},{"Statement":"DELETE FROM \"vault\" WHERE id = 1"}]}"#,
+            r#"{"Statements":[{"Statement":"UPDATE \"a\" SET x = 1"},{"Statement":"DELETE FROM \"vault\" WHERE id = 1"}]}"#,
         );
         assert_eq!(
             pairs(&raw),
@@ -885,6 +909,12 @@ mod tests {
                 pair("dynamodb:PartiQLDelete", Some(&arn("vault"))),
             ]
         );
+        // Unquoted, `VAULT` may be read as the table `vault`: the resource is unknown.
+        let raw = ddb(
+            "ExecuteStatement",
+            r#"{"Statement":"SELECT * FROM VAULT WHERE id = 'x'"}"#,
+        );
+        assert_eq!(pairs(&raw), vec![pair("dynamodb:PartiQLSelect", None)]);
         for body in [
             r#"{"TransactItems":[{"Get":{"TableName":"a"},"get":{"TableName":"vault"}}]}"#,
             r#"{"TransactItems":[{"Get":{"TableName":"a","TableName":"vault"}}]}"#,
