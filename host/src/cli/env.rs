@@ -21,8 +21,23 @@ pub enum Delivery {
     Process,
 }
 
+/// The agent's client, for the lines only some clients need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// The AWS CLI (v1 and v2), boto3 and the Go SDK v2: they read `HTTPS_PROXY` and
+    /// `AWS_CA_BUNDLE` themselves.
+    Shell,
+    /// The JavaScript SDK v3 on Node.js: adds `NODE_EXTRA_CA_CERTS` (the SDK reads neither
+    /// variable) and says how to hand the SDK the proxy.
+    Node,
+}
+
 #[derive(Debug, Args)]
 pub struct EnvArgs {
+    /// The agent's client: `shell` serves the AWS CLI, boto3 and the Go SDK; `node` the
+    /// JavaScript SDK v3.
+    #[arg(long, value_enum, default_value = "shell", alias = "language")]
+    lang: Lang,
     #[arg(long)]
     agent: String,
     /// The account (12-digit id or an endpoint's name for it).
@@ -150,6 +165,18 @@ pub fn env(args: EnvArgs) -> anyhow::Result<ExitCode> {
         // Keys in the environment would win over the delivery below.
         "unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN".into(),
     ];
+    if args.lang == Lang::Node {
+        lines.extend([
+            "# The JavaScript SDK v3 reads neither HTTPS_PROXY nor AWS_CA_BUNDLE. Node trusts".into(),
+            "# sigward's CA through NODE_EXTRA_CA_CERTS; give each client the proxy (npm".into(),
+            "# https-proxy-agent, @smithy/node-http-handler):".into(),
+            "#   requestHandler: new NodeHttpHandler({ httpsAgent: new HttpsProxyAgent(process.env.HTTPS_PROXY) })".into(),
+            format!(
+                "export NODE_EXTRA_CA_CERTS={}",
+                shell_quote(&ca.display().to_string())
+            ),
+        ]);
+    }
     match delivery {
         Delivery::Ecs => {
             let Some(listen) = config.credentials_listen else {

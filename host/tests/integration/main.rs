@@ -7,6 +7,7 @@ mod authorizations;
 mod authorizer;
 mod browser;
 mod cli;
+mod clients;
 mod delivery;
 mod differential;
 mod e2e;
