@@ -280,7 +280,7 @@ async fn serve_bare(
         .with_cert_resolver(leaves);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let client = sigward::proxy::forward::Upstream::new(Some(&upstream), None).expect("client");
+    let client = sigward::upstream::Upstream::new(Some(&upstream), None).expect("client");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -305,13 +305,10 @@ async fn serve_bare(
                         .expect("uri");
                     let request = hyper::Request::from_parts(
                         parts,
-                        body.map_err(sigward::proxy::forward::BoxError::from)
-                            .boxed(),
+                        body.map_err(sigward::upstream::BoxError::from).boxed(),
                     );
                     let response = match client.send(request).await {
-                        Ok(r) => {
-                            r.map(|b| b.map_err(sigward::proxy::forward::BoxError::from).boxed())
-                        }
+                        Ok(r) => r.map(|b| b.map_err(sigward::upstream::BoxError::from).boxed()),
                         Err(_) => hyper::Response::builder()
                             .status(502)
                             .body(

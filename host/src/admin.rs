@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 
 use crate::approval::Decision;
 use crate::pipeline::Pipeline;
-use crate::proxy::forward::{Body, response};
 use crate::proxy::listener::serve_plain;
+use crate::upstream::{Body, response};
 
 /// What the admin listener serves.
 pub struct Admin {
@@ -97,10 +97,13 @@ async fn answer(request: Request<Incoming>, admin: &Admin) -> Response<Body> {
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
-        (Method::GET, ["approvals"]) => json(
-            StatusCode::OK,
-            serde_json::json!(admin.pipeline.approvals.list()),
-        ),
+        (Method::GET, ["approvals"]) => match admin.pipeline.approvals.list().await {
+            Ok(pending) => json(StatusCode::OK, serde_json::json!(pending)),
+            Err(why) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the approvals cannot be read: {why}"),
+            ),
+        },
         (Method::GET, ["metrics"]) => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -134,8 +137,12 @@ async fn answer(request: Request<Incoming>, admin: &Admin) -> Response<Body> {
                     .unwrap_or_else(|| "admin".into()),
                 reason: body.reason.filter(|r| !r.trim().is_empty()),
             };
-            match admin.pipeline.approvals.decide(&id, decision.clone()) {
-                Some(pending) => json(
+            match admin.pipeline.approvals.decide(&id, decision.clone()).await {
+                Err(why) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("approval {id} cannot be decided now: {why}"),
+                ),
+                Ok(Some(pending)) => json(
                     StatusCode::OK,
                     serde_json::json!({
                         "id": id,
@@ -144,7 +151,7 @@ async fn answer(request: Request<Incoming>, admin: &Admin) -> Response<Body> {
                         "prompt": pending.prompt,
                     }),
                 ),
-                None => error(
+                Ok(None) => error(
                     StatusCode::NOT_FOUND,
                     &format!("no pending approval {id} (unknown, already decided, or timed out)"),
                 ),

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::account::{AccountId, account_of_key};
 
+pub mod shared;
+
 /// The agents' records, in the state directory.
 pub const STORE_FILE: &str = "agents.json";
 /// The secret every issued key derives from.
@@ -57,6 +59,12 @@ pub enum AgentError {
     MissingKeyring,
     #[error("cannot read random bytes from the operating system")]
     Random,
+    #[error("{0}")]
+    Database(String),
+    #[error(
+        "this replica's {KEY_FILE} is not the one the other replicas issue keys with: copy the same {KEY_FILE} into every replica's state directory"
+    )]
+    OtherKeyring,
 }
 
 /// Why an issued key was refused; the proxy answers `InvalidClientTokenId`.
@@ -124,11 +132,17 @@ pub struct KeyOwner {
     pub secret_access_key: String,
 }
 
+#[derive(Clone)]
 struct Keyring {
     key: hmac::Key,
 }
 
 impl Keyring {
+    /// Names this keyring without revealing it: replicas compare it (`[cluster]`).
+    fn fingerprint(&self) -> String {
+        hex::encode(&self.tag("fingerprint", "sigward keyring").as_ref()[..16])
+    }
+
     fn tag(&self, purpose: &str, data: &str) -> hmac::Tag {
         let mut context = hmac::Context::with_key(&self.key);
         context.update(purpose.as_bytes());
@@ -323,16 +337,28 @@ pub fn check_name(name: &str) -> Result<(), AgentError> {
     }
 }
 
-/// The records and the keyring in a state directory.
+/// The records and the keyring: both in a state directory, or with `[cluster]` the
+/// records in the shared database ([`shared`]) and the keyring (the same on every
+/// replica) in the state directory.
 #[derive(Debug, Clone)]
 pub struct AgentStore {
     dir: PathBuf,
+    cluster: Option<crate::config::Cluster>,
 }
 
 impl AgentStore {
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
+            cluster: None,
+        }
+    }
+
+    /// Where `config` keeps its agents: the state directory, or `[cluster]`'s database.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self {
+            dir: config.state_dir.clone(),
+            cluster: config.cluster.clone(),
         }
     }
 
@@ -346,6 +372,16 @@ impl AgentStore {
 
     /// Read the agents; a state directory without them has none.
     pub fn load(&self) -> Result<Agents, AgentError> {
+        if let Some(cluster) = &self.cluster {
+            let keyring = self.load_keyring()?;
+            let records = shared::blocking(cluster, async |db| {
+                if let Some(keyring) = &keyring {
+                    shared::check_keyring(db, &keyring.fingerprint(), false).await?;
+                }
+                shared::load_records(db).await
+            })?;
+            return Ok(Agents { records, keyring });
+        }
         let path = self.store_path();
         let records = match fs::read(&path) {
             Ok(bytes) => {
@@ -365,6 +401,12 @@ impl AgentStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(error) => return Err(AgentError::Io { path, error }),
         };
+        let keyring = self.load_keyring()?;
+        Ok(Agents { records, keyring })
+    }
+
+    /// The keyring in the state directory, if there is one.
+    fn load_keyring(&self) -> Result<Option<Keyring>, AgentError> {
         let key_path = self.key_path();
         let keyring = match fs::read_to_string(&key_path) {
             Ok(text) => {
@@ -387,7 +429,7 @@ impl AgentStore {
                 });
             }
         };
-        Ok(Agents { records, keyring })
+        Ok(keyring)
     }
 
     /// Record a new agent (creating the keyring on first use).
@@ -400,11 +442,6 @@ impl AgentStore {
     ) -> Result<AgentRecord, AgentError> {
         check_name(name)?;
         let _lock = self.lock()?;
-        let agents = self.load()?;
-        if agents.active(name).is_ok() {
-            return Err(AgentError::Exists(name.into()));
-        }
-        self.ensure_keyring()?;
         let mut accounts: Vec<String> = accounts.iter().map(|a| a.to_string()).collect();
         accounts.dedup();
         let record = AgentRecord {
@@ -415,6 +452,24 @@ impl AgentStore {
             created_at: unix(now),
             revoked_at: None,
         };
+        if let Some(cluster) = &self.cluster {
+            self.ensure_keyring()?;
+            let fingerprint = self
+                .load_keyring()?
+                .ok_or(AgentError::MissingKeyring)?
+                .fingerprint();
+            let added = record.clone();
+            shared::blocking(cluster, async move |db| {
+                shared::check_keyring(db, &fingerprint, true).await?;
+                shared::add_record(db, &added).await
+            })?;
+            return Ok(record);
+        }
+        let agents = self.load()?;
+        if agents.active(name).is_ok() {
+            return Err(AgentError::Exists(name.into()));
+        }
+        self.ensure_keyring()?;
         let mut records = agents.records;
         records.push(record.clone());
         self.save(records)?;
@@ -423,6 +478,12 @@ impl AgentStore {
 
     /// Revoke the agent called `name`: its keys stop working on the next request.
     pub fn revoke(&self, name: &str, now: SystemTime) -> Result<AgentRecord, AgentError> {
+        if let Some(cluster) = &self.cluster {
+            let name = name.to_string();
+            return shared::blocking(cluster, async move |db| {
+                shared::revoke_record(db, &name, unix(now)).await
+            });
+        }
         let _lock = self.lock()?;
         let agents = self.load()?;
         let id = agents.active(name)?.id.clone();
@@ -522,6 +583,9 @@ fn write_private(path: &Path, bytes: &[u8], create_new: bool) -> Result<(), Agen
 pub struct LiveAgents {
     store: AgentStore,
     cached: Mutex<(Option<Stamp>, Arc<Agents>)>,
+    /// With `[cluster]`: the records as last read from the database (kept fresh by
+    /// [`shared::refresh_forever`]), when, and how stale they may get.
+    shared: Option<shared::Snapshot>,
 }
 
 /// What identifies a version of the two files.
@@ -533,7 +597,42 @@ impl LiveAgents {
         Self {
             store,
             cached: Mutex::new((None, Arc::new(Agents::default()))),
+            shared: None,
         }
+    }
+
+    /// The agents in `database`, with the keyring of `dir` (checked against the one the
+    /// other replicas registered, or registered as the cluster's if none has been): read
+    /// now, then again on every notification and every second. Past `grace` without an
+    /// answer from the database, [`LiveAgents::current`] fails, so issued keys are refused.
+    pub async fn shared(
+        dir: &Path,
+        database: Arc<crate::state::Database>,
+        grace: Duration,
+    ) -> Result<Arc<Self>, AgentError> {
+        let store = AgentStore::new(dir);
+        store.ensure_keyring()?;
+        let keyring = store.load_keyring()?.ok_or(AgentError::MissingKeyring)?;
+        shared::check_keyring(&database, &keyring.fingerprint(), true).await?;
+        let records = shared::load_records(&database).await?;
+        let snapshot = shared::Snapshot::new(
+            grace,
+            Agents {
+                records,
+                keyring: Some(keyring.clone()),
+            },
+        );
+        let live = Arc::new(Self {
+            store,
+            cached: Mutex::new((None, Arc::new(Agents::default()))),
+            shared: Some(snapshot),
+        });
+        tokio::spawn(shared::refresh_forever(
+            Arc::downgrade(&live),
+            database,
+            keyring,
+        ));
+        Ok(live)
     }
 
     fn stamp(&self) -> Stamp {
@@ -547,6 +646,9 @@ impl LiveAgents {
 
     /// The current agents; an unreadable store is an error (the caller refuses).
     pub fn current(&self) -> Result<Arc<Agents>, AgentError> {
+        if let Some(snapshot) = &self.shared {
+            return snapshot.current();
+        }
         let stamp = self.stamp();
         let mut cached = self
             .cached

@@ -2,23 +2,32 @@
 //! a oneshot channel, no thread — until someone approves or denies it on the admin
 //! listener, or its endpoint's `approval_timeout` passes (a deny that says so). If the
 //! agent goes away first, its entry goes with it.
+//!
+//! With `[cluster]`, every pending approval is also a row in the shared database: any
+//! replica's admin API lists and decides every replica's approvals; the replica holding
+//! the request hears of the decision at once (LISTEN/NOTIFY, and a poll every second in
+//! case a notification was missed). A timeout is still a deny, decided by the holding
+//! replica in the row itself, so a decision and a timeout can never both win. If the
+//! database cannot take the approval, the request is refused (fail closed).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use ring::rand::{SecureRandom as _, SystemRandom};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::agents::timestamp;
 use crate::facet::Facet;
-use crate::proxy::forward::Upstream;
+use crate::state::database::APPROVALS_CHANNEL;
+use crate::state::{Database, Event};
+use crate::upstream::Upstream;
 
 /// What a pending approval shows (`GET /approvals`, the web page, the webhook).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pending {
     pub id: String,
     pub prompt: String,
@@ -28,6 +37,9 @@ pub struct Pending {
     pub endpoint: String,
     pub created_at: String,
     pub expires_at: String,
+    /// The replica holding the request (with `[cluster]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// A human's decision.
@@ -45,6 +57,8 @@ pub struct Decision {
 pub enum Outcome {
     Decided(Decision),
     TimedOut(Duration),
+    /// The shared database could not take the approval: nobody could have decided it.
+    Unavailable(String),
 }
 
 struct Waiting {
@@ -52,13 +66,15 @@ struct Waiting {
     answer: oneshot::Sender<Decision>,
 }
 
-/// The pending approvals of one running sigward.
+/// The pending approvals: this process's, and with `[cluster]` every replica's.
 #[derive(Default)]
 pub struct Approvals {
     waiting: Mutex<HashMap<String, Waiting>>,
+    shared: Option<Arc<Database>>,
 }
 
-/// Removes an approval whose waiter went away (the agent closed its connection).
+/// Removes an approval whose waiter went away (the agent closed its connection); in the
+/// shared database it is marked abandoned.
 struct Cleanup<'a> {
     approvals: &'a Approvals,
     id: String,
@@ -66,11 +82,56 @@ struct Cleanup<'a> {
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        self.approvals.lock().remove(&self.id);
+        let was_waiting = self.approvals.lock().remove(&self.id).is_some();
+        if let (true, Some(database)) = (was_waiting, &self.approvals.shared)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (database, id) = (Arc::clone(database), self.id.clone());
+            runtime.spawn(async move {
+                let _ = database
+                    .run(async move |client| {
+                        client
+                            .execute(
+                                "UPDATE approvals SET status = 'abandoned', decided_at = now() \
+                                 WHERE id = $1 AND status = 'pending'",
+                                &[&id],
+                            )
+                            .await
+                    })
+                    .await;
+            });
+        }
     }
 }
 
+/// A decided row's decision, if it is decided.
+fn decision_of(status: &str, by: Option<String>, reason: Option<String>) -> Option<Decision> {
+    let approved = match status {
+        "approved" => true,
+        "denied" => false,
+        _ => return None,
+    };
+    Some(Decision {
+        approved,
+        by: by.unwrap_or_else(|| "admin".into()),
+        reason,
+    })
+}
+
 impl Approvals {
+    /// Approvals shared through `database` with every replica. Starts the task that hands
+    /// this replica's waiters the decisions made anywhere.
+    pub fn shared(database: Arc<Database>) -> Arc<Approvals> {
+        let approvals = Arc::new(Approvals {
+            waiting: Mutex::default(),
+            shared: Some(Arc::clone(&database)),
+        });
+        let weak = Arc::downgrade(&approvals);
+        let events = database.subscribe();
+        tokio::spawn(deliver_decisions(weak, events));
+        approvals
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
         self.waiting
             .lock()
@@ -102,7 +163,14 @@ impl Approvals {
             facet,
             created_at: timestamp(now),
             expires_at: timestamp(now + timeout),
+            replica: self.shared.as_ref().map(|d| d.replica.clone()),
         };
+        if let Some(database) = &self.shared
+            && let Err(error) = insert(database, &pending, timeout).await
+        {
+            tracing::error!(target: "sigward::approval", id = %id, %error, "the approval could not be shared; refused");
+            return Outcome::Unavailable(error.to_string());
+        }
         let (answer, decided) = oneshot::channel();
         notify(&pending);
         tracing::info!(
@@ -115,22 +183,45 @@ impl Approvals {
         self.lock().insert(id.clone(), Waiting { pending, answer });
         let _cleanup = Cleanup {
             approvals: self,
-            id,
+            id: id.clone(),
         };
         match tokio::time::timeout(timeout, decided).await {
             Ok(Ok(decision)) => Outcome::Decided(decision),
             // The sender is gone only if the entry was removed undecided: a timeout.
-            Ok(Err(_)) | Err(_) => Outcome::TimedOut(timeout),
+            Ok(Err(_)) | Err(_) => match &self.shared {
+                None => Outcome::TimedOut(timeout),
+                Some(database) => time_out(database, &id, timeout).await,
+            },
         }
     }
 
-    /// The pending approvals, oldest first.
-    pub fn list(&self) -> Vec<Pending> {
+    /// The pending approvals, oldest first: this process's, or with `[cluster]` every
+    /// replica's.
+    pub async fn list(&self) -> Result<Vec<Pending>, String> {
+        if let Some(database) = &self.shared {
+            let rows = database
+                .run(async |client| {
+                    client
+                        .query(
+                            "SELECT pending FROM approvals WHERE status = 'pending' \
+                             AND expires_at > now() ORDER BY created_at, id",
+                            &[],
+                        )
+                        .await
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(rows
+                .iter()
+                .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
+                .collect());
+        }
         let mut pending: Vec<Pending> = self.lock().values().map(|w| w.pending.clone()).collect();
         pending.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        pending
+        Ok(pending)
     }
 
+    /// How many requests this process holds for a decision.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -139,20 +230,181 @@ impl Approvals {
         self.len() == 0
     }
 
-    /// Decide approval `id`; `None` when it is unknown or already decided.
-    pub fn decide(&self, id: &str, decision: Decision) -> Option<Pending> {
-        let waiting = self.lock().remove(id)?;
-        tracing::info!(
-            target: "sigward::approval",
-            id = %id,
-            approved = decision.approved,
-            by = %decision.by,
-            reason = decision.reason.as_deref().unwrap_or(""),
-            "decided"
-        );
-        // The waiter may have gone in the meantime; the decision is logged either way.
-        let _ = waiting.answer.send(decision);
-        Some(waiting.pending)
+    /// Decide approval `id`; `None` when it is unknown or already decided (or, with
+    /// `[cluster]`, timed out or abandoned).
+    pub async fn decide(&self, id: &str, decision: Decision) -> Result<Option<Pending>, String> {
+        let pending = match &self.shared {
+            None => {
+                let Some(waiting) = self.lock().remove(id) else {
+                    return Ok(None);
+                };
+                log_decision(id, &decision);
+                // The waiter may have gone in the meantime; the decision is logged either way.
+                let _ = waiting.answer.send(decision);
+                return Ok(Some(waiting.pending));
+            }
+            Some(database) => {
+                let (row_id, d) = (id.to_string(), decision.clone());
+                let status = if d.approved { "approved" } else { "denied" };
+                let row = database
+                    .run(async move |client| {
+                        client
+                            .query_opt(
+                                "UPDATE approvals SET status = $2, decided_by = $3, reason = $4, \
+                                 decided_at = now() WHERE id = $1 AND status = 'pending' \
+                                 AND expires_at > now() RETURNING pending",
+                                &[&row_id, &status, &d.by, &d.reason],
+                            )
+                            .await
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(row) = row else { return Ok(None) };
+                // The holding replica hears at once; if it misses this, it polls.
+                if let Err(error) = database.notify(APPROVALS_CHANNEL, id).await {
+                    tracing::warn!(target: "sigward::approval", id, %error, "decided, but the notification failed (the holding replica polls)");
+                }
+                serde_json::from_str::<Pending>(row.get::<_, &str>(0)).ok()
+            }
+        };
+        let Some(pending) = pending else {
+            return Ok(None);
+        };
+        log_decision(id, &decision);
+        self.deliver(id, decision);
+        Ok(Some(pending))
+    }
+
+    /// Hand a decision to this process's waiter for `id`, if it holds one.
+    fn deliver(&self, id: &str, decision: Decision) {
+        if let Some(waiting) = self.lock().remove(id) {
+            // The waiter may have gone in the meantime; the decision is logged either way.
+            let _ = waiting.answer.send(decision);
+        }
+    }
+
+    fn waiting_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+fn log_decision(id: &str, decision: &Decision) {
+    tracing::info!(
+        target: "sigward::approval",
+        id = %id,
+        approved = decision.approved,
+        by = %decision.by,
+        reason = decision.reason.as_deref().unwrap_or(""),
+        "decided"
+    );
+}
+
+async fn insert(database: &Database, pending: &Pending, timeout: Duration) -> Result<(), String> {
+    let json = serde_json::to_string(pending).map_err(|e| e.to_string())?;
+    let (id, replica) = (pending.id.clone(), database.replica.clone());
+    let timeout_ms = timeout.as_millis() as f64;
+    database
+        .run(async move |client| {
+            client
+                .execute(
+                    "INSERT INTO approvals (id, replica, pending, expires_at) \
+                     VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond')",
+                    &[&id, &replica, &json, &timeout_ms],
+                )
+                .await
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The holding replica's timeout, decided in the row: if a decision got there first, it
+/// stands.
+async fn time_out(database: &Database, id: &str, timeout: Duration) -> Outcome {
+    let id = id.to_string();
+    let result = database
+        .run(async move |client| {
+            let changed = client
+                .execute(
+                    "UPDATE approvals SET status = 'timed_out', decided_at = now() \
+                     WHERE id = $1 AND status = 'pending'",
+                    &[&id],
+                )
+                .await?;
+            if changed == 1 {
+                return Ok(None);
+            }
+            let row = client
+                .query_opt(
+                    "SELECT status, decided_by, reason FROM approvals WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+            Ok(row.and_then(|r| decision_of(r.get(0), r.get(1), r.get(2))))
+        })
+        .await;
+    match result {
+        Ok(Some(decision)) => Outcome::Decided(decision),
+        // Timed out in the row, or the database cannot say: a deny either way.
+        Ok(None) | Err(_) => Outcome::TimedOut(timeout),
+    }
+}
+
+/// Hand this replica's waiters the decisions made on any replica: on each notification,
+/// after the listening connection comes back, and every second regardless.
+async fn deliver_decisions(
+    approvals: Weak<Approvals>,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+) {
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let only: Option<String> = tokio::select! {
+            event = events.recv() => match event {
+                Ok(Event::Notified { channel, payload }) if channel == APPROVALS_CHANNEL => Some(payload),
+                Ok(Event::Notified { .. }) => continue,
+                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = poll.tick() => None,
+        };
+        let Some(approvals) = approvals.upgrade() else {
+            return;
+        };
+        let Some(database) = approvals.shared.clone() else {
+            return;
+        };
+        let ids: Vec<String> = match only {
+            Some(id) => vec![id],
+            None => approvals.waiting_ids(),
+        };
+        let ids: Vec<String> = {
+            let waiting = approvals.lock();
+            ids.into_iter()
+                .filter(|id| waiting.contains_key(id))
+                .collect()
+        };
+        if ids.is_empty() {
+            continue;
+        }
+        let rows = database
+            .run(async move |client| {
+                client
+                    .query(
+                        "SELECT id, status, decided_by, reason FROM approvals \
+                         WHERE id = ANY($1) AND status IN ('approved', 'denied')",
+                        &[&ids],
+                    )
+                    .await
+            })
+            .await;
+        if let Ok(rows) = rows {
+            for row in rows {
+                if let Some(decision) = decision_of(row.get(1), row.get(2), row.get(3)) {
+                    approvals.deliver(row.get(0), decision);
+                }
+            }
+        }
     }
 }
 
@@ -223,13 +475,19 @@ mod tests {
         while approvals.len() < 1000 {
             tokio::task::yield_now().await;
         }
-        for pending in approvals.list() {
+        for pending in approvals.list().await.expect("list") {
             let decision = Decision {
                 approved: false,
                 by: "bulk".into(),
                 reason: None,
             };
-            assert!(approvals.decide(&pending.id, decision).is_some());
+            assert!(
+                approvals
+                    .decide(&pending.id, decision)
+                    .await
+                    .expect("decide")
+                    .is_some()
+            );
         }
         for waiter in waiters {
             assert!(matches!(
@@ -260,7 +518,7 @@ mod tests {
             })
         };
         let id = loop {
-            if let Some(p) = approvals.list().first() {
+            if let Some(p) = approvals.list().await.expect("list").first() {
                 break p.id.clone();
             }
             tokio::task::yield_now().await;
@@ -270,9 +528,19 @@ mod tests {
             by: "alice".into(),
             reason: None,
         };
-        assert!(approvals.decide(&id, decision.clone()).is_some());
         assert!(
-            approvals.decide(&id, decision.clone()).is_none(),
+            approvals
+                .decide(&id, decision.clone())
+                .await
+                .expect("decide")
+                .is_some()
+        );
+        assert!(
+            approvals
+                .decide(&id, decision.clone())
+                .await
+                .expect("decide")
+                .is_none(),
             "decided twice"
         );
         assert_eq!(waiter.await.expect("join"), Outcome::Decided(decision));

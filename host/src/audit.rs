@@ -11,7 +11,7 @@
 //! last whole line says what was found (`audit verify` lists seals).
 //!
 //! Every record lists the policies evaluated with their digests and settings; the engine
-//! keeps each module it loads in `<state>/policies/<digest>.wasm`, so `sigward audit
+//! keeps each module it loads in the module store ([`crate::modules`]), so `sigward audit
 //! replay` can evaluate every recorded facet again and compare.
 
 use std::collections::HashMap;
@@ -30,7 +30,9 @@ use sha2::{Digest as _, Sha256};
 use crate::agents::timestamp;
 use crate::facet::Facet;
 use crate::policy::evaluate::Limits;
-use crate::policy::module::{ModuleRef, PolicyDigest};
+use crate::policy::module::ModuleRef;
+
+pub mod mirror;
 use crate::policy::set::{Entry, evaluate_one};
 use crate::policy::{Engine, Verdict};
 
@@ -56,6 +58,8 @@ pub struct AuditLog {
     failure: Arc<Mutex<Option<String>>>,
     broken: Arc<AtomicBool>,
     pub fail_open: bool,
+    /// With `[cluster]`: the records written to the file but not yet to the database.
+    mirror: Option<Arc<mirror::Backlog>>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -110,6 +114,17 @@ fn tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
 impl AuditLog {
     /// Open (or create, with a genesis line) the log at `path` and start its writer.
     pub fn open(path: &Path, fail_open: bool) -> Result<Arc<Self>, AuditError> {
+        Self::open_with(path, fail_open, None)
+    }
+
+    /// [`AuditLog::open`], and with `database` every record (each carrying this replica's
+    /// name) is appended there too, after the file ([`mirror`]).
+    pub fn open_with(
+        path: &Path,
+        fail_open: bool,
+        database: Option<Arc<crate::state::Database>>,
+    ) -> Result<Arc<Self>, AuditError> {
+        let replica = database.as_ref().map(|d| d.replica.clone());
         let io = |error| AuditError::Io {
             path: path.to_path_buf(),
             error,
@@ -172,13 +187,16 @@ impl AuditLog {
                         path: path.to_path_buf(),
                         message: "no random bytes for the genesis line".into(),
                     })?;
-                let genesis = serde_json::json!({
+                let mut genesis = serde_json::json!({
                     "seq": 0,
                     "genesis": hex::encode(nonce),
                     "time": timestamp(SystemTime::now()),
                     "sigward": env!("CARGO_PKG_VERSION"),
-                })
-                .to_string();
+                });
+                if let Some(replica) = &replica {
+                    genesis["replica"] = replica.clone().into();
+                }
+                let genesis = genesis.to_string();
                 file.write_all(format!("{genesis}\n").as_bytes())
                     .and_then(|()| file.sync_all())
                     .map_err(io)?;
@@ -187,13 +205,16 @@ impl AuditLog {
         };
 
         if let Some(seal) = seal {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "seq": seq,
                 "time": timestamp(SystemTime::now()),
                 "seal": seal,
-                "prev": prev,
-            })
-            .to_string();
+            });
+            if let Some(replica) = &replica {
+                line["replica"] = replica.clone().into();
+            }
+            line["prev"] = prev.clone().into();
+            let line = line.to_string();
             file.write_all(format!("{line}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(io)?;
@@ -201,7 +222,8 @@ impl AuditLog {
             seq += 1;
         }
         let length = file.metadata().map_err(io)?.len();
-        Self::start(path, file, prev, seq, length, fail_open)
+        let mirror = database.map(|database| mirror::start(database, path.to_path_buf()));
+        Self::start(path, file, prev, seq, length, fail_open, mirror)
     }
 
     /// Start the writer on an open log whose newest line hashes to `prev`.
@@ -212,6 +234,7 @@ impl AuditLog {
         seq: u64,
         length: u64,
         fail_open: bool,
+        mirror: Option<(Arc<mirror::Backlog>, mirror::Sender)>,
     ) -> Result<Arc<Self>, AuditError> {
         let io = |error| AuditError::Io {
             path: path.to_path_buf(),
@@ -225,8 +248,11 @@ impl AuditLog {
             failure: Arc::new(Mutex::new(None)),
             broken: Arc::new(AtomicBool::new(false)),
             fail_open,
+            mirror: mirror.as_ref().map(|(backlog, _)| Arc::clone(backlog)),
         });
         let writer = Writer {
+            replica: mirror.as_ref().map(|(backlog, _)| backlog.replica.clone()),
+            mirror: mirror.map(|(_, sender)| sender),
             file,
             length,
             path: path.to_path_buf(),
@@ -263,6 +289,9 @@ impl AuditLog {
                 self.path.display()
             ));
         }
+        if let Some(mirror) = &self.mirror {
+            mirror.check()?;
+        }
         Ok(())
     }
 
@@ -294,6 +323,10 @@ impl AuditLog {
 }
 
 struct Writer {
+    /// With `[cluster]`: this replica's name, in every record, and where the written
+    /// lines go next.
+    replica: Option<String>,
+    mirror: Option<mirror::Sender>,
     file: File,
     /// The length of the file's whole lines: a failed write is cut back to it.
     length: u64,
@@ -354,17 +387,24 @@ impl Writer {
     /// whole line, so the chain never continues past half a line.
     fn write(&mut self, batch: &[Map<String, Value>]) -> std::io::Result<()> {
         let mut text = String::new();
+        let mut lines = Vec::new();
         let (mut prev, mut seq) = (self.prev.clone(), self.seq);
         for record in batch {
-            let mut line = Map::with_capacity(record.len() + 2);
+            let mut line = Map::with_capacity(record.len() + 3);
             line.insert("seq".into(), seq.into());
+            if let Some(replica) = &self.replica {
+                line.insert("replica".into(), replica.clone().into());
+            }
             line.extend(record.clone());
             line.insert("prev".into(), Value::String(prev));
             let json = Value::Object(line).to_string();
             prev = sha256_hex(json.as_bytes());
-            seq += 1;
             text.push_str(&json);
             text.push('\n');
+            if self.mirror.is_some() {
+                lines.push((seq, json));
+            }
+            seq += 1;
         }
         if let Err(error) = self
             .file
@@ -378,6 +418,9 @@ impl Writer {
         self.length += text.len() as u64;
         self.prev = prev;
         self.seq = seq;
+        if let Some(mirror) = &self.mirror {
+            mirror.send(lines);
+        }
         Ok(())
     }
 }
@@ -394,10 +437,6 @@ pub struct Intact {
 
 /// Check the chain of the log at `path`; the error names the first bad line (1-based).
 pub fn verify(path: &Path) -> Result<Intact, AuditError> {
-    let damaged = |message: String| AuditError::Damaged {
-        path: path.to_path_buf(),
-        message,
-    };
     let mut text = String::new();
     File::open(path)
         .and_then(|mut f| f.read_to_string(&mut text))
@@ -405,6 +444,16 @@ pub fn verify(path: &Path) -> Result<Intact, AuditError> {
             path: path.to_path_buf(),
             error,
         })?;
+    verify_text(path, &text)
+}
+
+/// Check the chain of a log's `text` (named `path` in messages): a file's, or one
+/// replica's records from the shared database.
+pub fn verify_text(path: &Path, text: &str) -> Result<Intact, AuditError> {
+    let damaged = |message: String| AuditError::Damaged {
+        path: path.to_path_buf(),
+        message,
+    };
     let mut prev_hash: Option<String> = None;
     let mut prev_seq = 0u64;
     let mut lines = 0u64;
@@ -480,23 +529,32 @@ pub struct Replayed {
 /// Evaluate every recorded facet again with the recorded modules (from `store`, by
 /// digest), settings and limits, and compare each policy's verdict.
 pub fn replay(path: &Path, engine: &Engine, store: &Path) -> Result<Replayed, AuditError> {
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|error| AuditError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    replay_text(path, &text, engine, store)
+}
+
+/// [`replay`] of a log's `text` (named `path` in messages).
+pub fn replay_text(
+    path: &Path,
+    text: &str,
+    engine: &Engine,
+    store: &Path,
+) -> Result<Replayed, AuditError> {
     let damaged = |message: String| AuditError::Damaged {
         path: path.to_path_buf(),
         message,
     };
-    let file = File::open(path).map_err(|error| AuditError::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
     let mut loaded = HashMap::new();
     let mut result = Replayed::default();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
+    for (index, line) in text.lines().enumerate() {
         let number = index as u64 + 1;
-        let line = line.map_err(|error| AuditError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        let record: Value = serde_json::from_str(&line)
+        let record: Value = serde_json::from_str(line)
             .map_err(|e| damaged(format!("line {number} is not JSON: {e}")))?;
         let (Some(facet), Some(evaluations)) = (
             record.get("facet").filter(|f| !f.is_null()),
@@ -523,9 +581,8 @@ pub fn replay(path: &Path, engine: &Engine, store: &Path) -> Result<Replayed, Au
             let module = match loaded.get(digest) {
                 Some(module) => Arc::clone(module),
                 None => {
-                    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-                    let file = store.join(format!("{hex}.wasm"));
-                    let bytes = std::fs::read(&file).map_err(|e| {
+                    let (file, bytes) = crate::modules::read(store, digest);
+                    let bytes = bytes.map_err(|e| {
                         damaged(format!(
                             "line {number}: {policy} ({digest}) is not in the module store: {}: {e}",
                             file.display()
@@ -566,20 +623,6 @@ pub fn replay(path: &Path, engine: &Engine, store: &Path) -> Result<Replayed, Au
     Ok(result)
 }
 
-/// Keep a module's bytes in the content-addressed store, once.
-pub fn store_module(store: &Path, digest: &PolicyDigest, bytes: &[u8]) -> std::io::Result<()> {
-    let name = digest.to_string();
-    let hex = name.strip_prefix("sha256:").unwrap_or(&name);
-    let file = store.join(format!("{hex}.wasm"));
-    if file.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(store)?;
-    let temporary = store.join(format!(".{hex}.tmp"));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, &file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,8 +640,16 @@ mod tests {
             .append(true)
             .open("/dev/full")
             .expect("/dev/full");
-        let log = AuditLog::start(Path::new("/dev/full"), full, "0".repeat(64), 1, 0, false)
-            .expect("start");
+        let log = AuditLog::start(
+            Path::new("/dev/full"),
+            full,
+            "0".repeat(64),
+            1,
+            0,
+            false,
+            None,
+        )
+        .expect("start");
         assert_eq!(log.check(), Ok(()));
         log.append(record(1));
         let failed = (0..200).any(|_| {

@@ -29,8 +29,8 @@ use crate::config::Config;
 use crate::pipeline::{MAX_BUFFERED, host_matches};
 use crate::policy::{Policies, Verdict};
 use crate::proxy::errors::aws_error;
-use crate::proxy::forward::{Body, response};
 use crate::proxy::listener::serve_plain;
+use crate::upstream::{Body, response};
 
 /// What the authorizer decided about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

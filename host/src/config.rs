@@ -32,6 +32,33 @@ pub struct Config {
     pub audit: Option<Audit>,
     /// Bounds on agents' connections (`[proxy]`).
     pub connections: Connections,
+    /// `[cluster]`: replicas sharing state through PostgreSQL; `None` keeps everything in
+    /// the state directory.
+    pub cluster: Option<Cluster>,
+}
+
+/// `[cluster]`: where replicas share approvals, agents and the audit trail.
+#[derive(Clone)]
+pub struct Cluster {
+    /// `postgres://user@host:port/database` (never with a password in it).
+    pub database: String,
+    /// The database password, read from `password_file` or `password_env` at start.
+    pub password: Option<String>,
+    /// This replica's name: in its audit records, its metrics, its approvals.
+    pub replica: String,
+    /// Past this without reaching the database, issued keys are refused (config agents
+    /// keep working).
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("database", &self.database)
+            .field("replica", &self.replica)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[proxy]`'s bounds on agents' connections: every wait on an agent ends.
@@ -312,6 +339,17 @@ struct RawConfig {
     agent: Vec<RawAgent>,
     admin: Option<RawAdmin>,
     audit: Option<RawAudit>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    database: String,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    replica: Option<String>,
+    grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -761,7 +799,10 @@ impl RawConfig {
             })
             .transpose()?;
 
+        let cluster = self.cluster.map(|raw| raw.validate(base)).transpose()?;
+
         Ok(Config {
+            cluster,
             admin,
             audit,
             listen,
@@ -772,6 +813,88 @@ impl RawConfig {
             credentials,
             endpoints,
             agents,
+        })
+    }
+}
+
+impl RawCluster {
+    fn validate(self, base: Option<&Path>) -> Result<Cluster, ConfigError> {
+        let url = self.database.trim();
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "cluster.database: {url:?} is not a postgres://user@host:port/database URL"
+                ))
+            })?;
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        if let Some((user, _)) = authority.rsplit_once('@')
+            && user.contains(':')
+        {
+            return Err(ConfigError(
+                "cluster.database: the URL holds a password; put it in a file (password_file) or \
+                 the environment (password_env), never in the config"
+                    .into(),
+            ));
+        }
+        if url.contains("password=") {
+            return Err(ConfigError(
+                "cluster.database: the URL holds a password parameter; use password_file or password_env"
+                    .into(),
+            ));
+        }
+        if let Err(e) = url.parse::<tokio_postgres::Config>() {
+            return Err(ConfigError(format!("cluster.database: {e}")));
+        }
+        let password = match (self.password_file, self.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "cluster: set at most one of password_file and password_env".into(),
+                ));
+            }
+            (Some(file), None) => {
+                let file = match base {
+                    Some(base) if file.is_relative() => base.join(&file),
+                    _ => file,
+                };
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError(format!("cluster.password_file: {}: {e}", file.display()))
+                })?;
+                Some(text.trim_end_matches(['\n', '\r']).to_string())
+            }
+            (None, Some(var)) => Some(
+                std::env::var(&var)
+                    .map_err(|_| ConfigError(format!("cluster.password_env: {var} is not set")))?,
+            ),
+            (None, None) => None,
+        };
+        let replica = match self.replica {
+            Some(name) => name,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+        };
+        if replica.is_empty()
+            || replica.len() > 64
+            || !replica
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError(format!(
+                "cluster.replica: {replica:?}: use letters, digits, '-', '_' and '.' (at most 64)"
+            )));
+        }
+        let grace = match self.grace {
+            Some(text) => crate::agents::parse_ttl(&text)
+                .map_err(|e| ConfigError(format!("cluster.grace: {e}")))?,
+            None => Duration::from_secs(5),
+        };
+        Ok(Cluster {
+            database: url.to_string(),
+            password,
+            replica,
+            grace,
         })
     }
 }

@@ -15,10 +15,13 @@ pub mod cli;
 pub mod config;
 pub mod facet;
 pub mod metrics;
+pub mod modules;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod state;
 pub mod tls;
+pub mod upstream;
 
 /// Where this build put its compiled policy components (built-ins and test fixtures).
 /// For tests and tools working from a source checkout; the binary embeds the built-ins.

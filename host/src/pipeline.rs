@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use sha2::Digest as _;
@@ -38,7 +38,8 @@ use crate::policy::evaluate::Limits;
 use crate::policy::{Judgement, Policies, Verdict};
 use crate::proxy::body::{self, Failure};
 use crate::proxy::errors::aws_error;
-use crate::proxy::forward::{Body, BoxError, Upstream};
+use crate::proxy::listener::{Arrival, Handler};
+use crate::upstream::{Body, BoxError, Upstream};
 
 /// A body without a declared hash must be read whole to check its signature (only S3
 /// declares one); past this it is refused.
@@ -86,16 +87,6 @@ pub struct Pipeline {
     /// Set when sigward is stopping: new requests are refused, and those cut off are
     /// recorded as `shutdown` rather than `abandoned`.
     stopping: AtomicBool,
-}
-
-/// How the connection a request came on was opened.
-#[derive(Debug, Clone)]
-pub struct Arrival {
-    /// Index into [`Pipeline::routes`].
-    pub route: usize,
-    /// The host of the CONNECT tunnel; `None` on the direct (`AWS_ENDPOINT_URL`) listener,
-    /// where the host comes from the credential scope.
-    pub tunnel_host: Option<String>,
 }
 
 /// A refusal: status, AWS error code, message.
@@ -310,12 +301,17 @@ impl Pipeline {
         if !key_id.starts_with("ASIA") {
             return Err(invalid("is not an agent's".into()));
         }
-        let agents = self.issued.current().map_err(|e| {
-            refuse(
+        let agents = self.issued.current().map_err(|e| match e {
+            crate::agents::AgentError::Database(why) => refuse(
+                503,
+                "ServiceUnavailable",
+                format!("sigward: issued keys cannot be checked now: {why}"),
+            ),
+            e => refuse(
                 500,
                 "InternalFailure",
                 format!("sigward: cannot read the agents sigward issued keys to: {e}"),
-            )
+            ),
         })?;
         let token = if scope.presigned {
             signed.query_param("X-Amz-Security-Token")
@@ -928,6 +924,13 @@ fn approval_refusal(outcome: &Outcome, approvers: &[String], prompt: &str) -> Op
                 approvers.join(", ")
             ),
         )),
+        Outcome::Unavailable(why) => Some(refuse(
+            503,
+            "ServiceUnavailable",
+            format!(
+                "sigward: this call needs an approval, and approvals cannot be shared now ({why})"
+            ),
+        )),
     }
 }
 
@@ -1056,6 +1059,10 @@ fn audit_record(
             Some(Outcome::TimedOut(after)) => json!({
                 "decision": "timed_out",
                 "after_seconds": after.as_secs(),
+            }),
+            Some(Outcome::Unavailable(why)) => json!({
+                "decision": "unavailable",
+                "reason": why,
             }),
         },
     );
@@ -1286,9 +1293,24 @@ fn error_response(protocol: Protocol, refusal: &Refusal, request_id: &str) -> Re
     .into_response()
 }
 
-/// A plain refusal for a proxy-level problem (a CONNECT to a host not intercepted).
-pub fn plain_response(status: StatusCode, message: &str) -> Response<Body> {
-    crate::proxy::forward::response(status, "text/plain", format!("{message}\n"))
+/// The listeners hand their requests to the pipeline.
+impl Handler for Pipeline {
+    fn route_for(&self, host: &str) -> Result<usize, Vec<String>> {
+        Pipeline::route_for(self, host).ok_or_else(|| {
+            self.routes
+                .iter()
+                .flat_map(|r| r.endpoint.hosts.iter().cloned())
+                .collect()
+        })
+    }
+
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        arrival: &Arrival,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        Pipeline::handle(self, request, arrival)
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpConnector;
 
 use super::sigv4::SigningCredentials;
 use crate::config::BaseCredential;
-use crate::proxy::forward::{StsConnector, Upstream};
+use crate::upstream::{StsConnector, Upstream};
 
 /// Credentials are renewed this long before they expire.
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
@@ -255,7 +255,7 @@ impl CredentialCache {
         }
         let output = call.send().await.map_err(|e| StsError {
             role_arn: role_arn.clone(),
-            reason: crate::proxy::forward::error_chain(&e),
+            reason: crate::upstream::error_chain(&e),
         })?;
         let credentials = output.credentials().ok_or_else(|| StsError {
             role_arn: role_arn.clone(),

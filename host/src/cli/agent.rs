@@ -99,7 +99,7 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|a| config.account(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = AgentStore::new(&config.state_dir);
+    let store = AgentStore::for_config(&config);
     let record = store.add(&args.name, &accounts, args.ttl, SystemTime::now())?;
     let labels: Vec<String> = accounts.iter().map(|a| config.account_label(a)).collect();
     let mut out = std::io::stdout();
@@ -131,7 +131,7 @@ fn config_flag(config: &ConfigArg) -> String {
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
-    let agents = AgentStore::new(&config.state_dir).load()?;
+    let agents = AgentStore::for_config(&config).load()?;
     let mut rows = Vec::new();
     for record in agents.records() {
         rows.push(serde_json::json!({
@@ -210,7 +210,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
-    let record = AgentStore::new(&config.state_dir).revoke(&args.name, SystemTime::now())?;
+    let record = AgentStore::for_config(&config).revoke(&args.name, SystemTime::now())?;
     writeln!(
         std::io::stdout(),
         "agent {} revoked: its keys are refused from the next request on",
@@ -223,7 +223,7 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
 pub fn credentials(args: CredentialsArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let account = config.account(&args.account)?;
-    let agents = AgentStore::new(&config.state_dir).load()?;
+    let agents = AgentStore::for_config(&config).load()?;
     let key = agents
         .issue(&args.agent, &account, SystemTime::now())
         .with_context(|| format!("sigward credentials for agent {}", args.agent))?;

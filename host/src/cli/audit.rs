@@ -15,65 +15,133 @@ use crate::policy::Engine;
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the log's hash chain; exit 1 naming the first altered, removed or reordered line.
-    Verify { path: PathBuf },
+    /// With `--database`, every replica's chain in `[cluster]`'s database.
+    Verify {
+        #[arg(required_unless_present = "database")]
+        path: Option<PathBuf>,
+        /// Verify every replica's records in the config's `[cluster]` database.
+        #[arg(long, conflicts_with = "path")]
+        database: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Evaluate every recorded facet again with the recorded modules and settings; exit 1
-    /// if any verdict differs.
+    /// if any verdict differs. With `--database`, every replica's records.
     Replay {
-        path: PathBuf,
+        #[arg(required_unless_present = "database")]
+        path: Option<PathBuf>,
+        /// Replay every replica's records in the config's `[cluster]` database (with the
+        /// modules in this machine's module store).
+        #[arg(long, conflicts_with = "path")]
+        database: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
 }
 
+/// The logs to read: the file, or each replica's records in the database (named
+/// `database:REPLICA`).
+fn logs(
+    path: Option<PathBuf>,
+    database: bool,
+    config: &ConfigArg,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    if !database {
+        let path = path.context("a log file, or --database")?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(vec![(path, text)]);
+    }
+    let config = config.load()?;
+    let cluster = config
+        .cluster
+        .context("--database needs a [cluster] database in the config")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let logs = runtime.block_on(async {
+        let database = crate::state::Database::connect(&cluster).await?;
+        audit::mirror::read_all(&database)
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
+    if logs.is_empty() {
+        anyhow::bail!("the database {} holds no audit records", cluster.database);
+    }
+    Ok(logs
+        .into_iter()
+        .map(|(replica, text)| (PathBuf::from(format!("database:{replica}")), text))
+        .collect())
+}
+
 pub fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     match command {
-        AuditCommand::Verify { path } => match audit::verify(&path) {
-            Ok(intact) => {
-                writeln!(
-                    out,
-                    "{}: intact, {} lines; newest line's hash {} (keep it elsewhere to detect a rewritten tail)",
-                    path.display(),
-                    intact.lines,
-                    intact.head
-                )?;
-                for (line, found) in &intact.seals {
-                    writeln!(out, "  sealed at line {line}: {found}")?;
+        AuditCommand::Verify {
+            path,
+            database,
+            config,
+        } => {
+            let mut status = ExitCode::SUCCESS;
+            for (path, text) in logs(path, database, &config)? {
+                match audit::verify_text(&path, &text) {
+                    Ok(intact) => {
+                        writeln!(
+                            out,
+                            "{}: intact, {} lines; newest line's hash {} (keep it elsewhere to detect a rewritten tail)",
+                            path.display(),
+                            intact.lines,
+                            intact.head
+                        )?;
+                        for (line, found) in &intact.seals {
+                            writeln!(out, "  sealed at line {line}: {found}")?;
+                        }
+                    }
+                    Err(audit::AuditError::Damaged { message, .. }) => {
+                        writeln!(out, "{}: {message}", path.display())?;
+                        status = ExitCode::FAILURE;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Ok(ExitCode::SUCCESS)
             }
-            Err(audit::AuditError::Damaged { message, .. }) => {
-                writeln!(out, "{}: {message}", path.display())?;
-                Ok(ExitCode::FAILURE)
-            }
-            Err(e) => Err(e.into()),
-        },
-        AuditCommand::Replay { path, config } => {
+            Ok(status)
+        }
+        AuditCommand::Replay {
+            path,
+            database,
+            config,
+        } => {
+            let logs = logs(path, database, &config)?;
             let config = config.load()?;
             let mut options = config.engine_options();
             options.module_store = None;
             let engine = Engine::new(options)?;
-            let replayed = audit::replay(&path, &engine, &config.module_store())?;
-            for difference in &replayed.differences {
+            let mut status = ExitCode::SUCCESS;
+            for (path, text) in logs {
+                let replayed = audit::replay_text(&path, &text, &engine, &config.module_store())?;
+                for difference in &replayed.differences {
+                    writeln!(
+                        out,
+                        "line {}: policy {}: recorded {} but replayed {}",
+                        difference.line,
+                        difference.policy,
+                        difference.recorded,
+                        difference.replayed
+                    )?;
+                }
                 writeln!(
                     out,
-                    "line {}: policy {}: recorded {} but replayed {}",
-                    difference.line, difference.policy, difference.recorded, difference.replayed
+                    "{}: {} records, {} evaluations replayed, {} differences",
+                    path.display(),
+                    replayed.records,
+                    replayed.evaluations,
+                    replayed.differences.len()
                 )?;
+                if !replayed.differences.is_empty() {
+                    status = ExitCode::FAILURE;
+                }
             }
-            writeln!(
-                out,
-                "{}: {} records, {} evaluations replayed, {} differences",
-                path.display(),
-                replayed.records,
-                replayed.evaluations,
-                replayed.differences.len()
-            )?;
-            Ok(if replayed.differences.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(status)
         }
     }
 }

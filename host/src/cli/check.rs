@@ -70,7 +70,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             problems.push(format!("audit.path: {}: {problem}", path.display()));
         }
     }
-    let issued = match AgentStore::new(&config.state_dir).load() {
+    let issued = match AgentStore::for_config(&config).load() {
         Ok(agents) => agents
             .records()
             .iter()

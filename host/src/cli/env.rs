@@ -115,14 +115,14 @@ fn region(config: &Config) -> &str {
 }
 
 fn active_agent(config: &Config, name: &str) -> anyhow::Result<AgentRecord> {
-    let agents = AgentStore::new(&config.state_dir).load()?;
+    let agents = AgentStore::for_config(config).load()?;
     Ok(agents.active(name)?.clone())
 }
 
 pub fn env(args: EnvArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let account = config.account(&args.account)?;
-    let agents = AgentStore::new(&config.state_dir).load()?;
+    let agents = AgentStore::for_config(&config).load()?;
     let record = agents.active(&args.agent)?;
     if !record.accounts.iter().any(|a| a == account.as_str()) {
         anyhow::bail!(

@@ -17,9 +17,9 @@ use crate::aws::sts::{CredentialCache, SessionIdentity};
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Route};
 use crate::policy::{Engine, Policies, reload};
-use crate::proxy::forward::Upstream;
 use crate::proxy::listener::{self, Tls};
 use crate::tls::{CertificateAuthority, LeafResolver};
+use crate::upstream::Upstream;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -97,7 +97,33 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 webhook,
             });
         }
-        let issued = Arc::new(LiveAgents::new(AgentStore::new(&config.state_dir)));
+        // [cluster]: the shared database, its schema brought up to date, before anything
+        // that reads it. It must be reachable to start: a replica that cannot share its
+        // state must not serve as if it could.
+        let database = match &config.cluster {
+            Some(cluster) => {
+                let database = crate::state::Database::connect(cluster).await?;
+                let version = database.migrate(None).await?;
+                let abandoned = database.abandon_own().await?;
+                if abandoned > 0 {
+                    tracing::warn!(target: "sigward::cluster", approvals = abandoned, "approvals this replica held before it stopped were abandoned");
+                }
+                database.start_background();
+                tracing::info!(target: "sigward::cluster", replica = %cluster.replica, schema = version, database = %cluster.database, "sharing state through the database");
+                Some(database)
+            }
+            None => None,
+        };
+        let approvals = match &database {
+            Some(database) => Approvals::shared(Arc::clone(database)),
+            None => Arc::new(Approvals::default()),
+        };
+        let issued = match (&database, &config.cluster) {
+            (Some(database), Some(cluster)) => {
+                LiveAgents::shared(&config.state_dir, Arc::clone(database), cluster.grace).await?
+            }
+            _ => Arc::new(LiveAgents::new(AgentStore::new(&config.state_dir))),
+        };
         let issued_count = issued.current().map_or(0, |a| {
             a.records().iter().filter(|r| r.revoked_at.is_none()).count()
         });
@@ -107,7 +133,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let audit = match &config.audit {
-            Some(audit) => Some(AuditLog::open(&audit.path, audit.fail_open)?),
+            Some(audit) => Some(AuditLog::open_with(
+                &audit.path,
+                audit.fail_open,
+                database.clone(),
+            )?),
             None => None,
         };
         let audit_for_exit = audit.clone();
@@ -116,7 +146,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             routes,
             Arc::clone(&policies),
             Arc::clone(&issued),
-            Arc::new(Approvals::default()),
+            approvals,
             audit,
         ));
         let tls = Tls::new(Arc::new(LeafResolver::new(

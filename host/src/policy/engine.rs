@@ -170,7 +170,7 @@ impl Engine {
                     message: one_line(&e),
                 })?;
                 if let Some(store) = &self.inner.options.module_store
-                    && let Err(error) = crate::audit::store_module(store, &digest, bytes)
+                    && let Err(error) = crate::modules::store(store, &digest.to_string(), bytes)
                 {
                     tracing::warn!(
                         policy = %name,

@@ -21,8 +21,8 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use sha2::{Digest as _, Sha256};
 
-use super::forward::BoxError;
 use crate::aws::chunked::{ChunkError, Resigner};
+use crate::upstream::BoxError;
 
 /// How a streamed body ended, shared between the body and the pipeline: why it stopped,
 /// if it failed, and when it ended (the upstream's response time counts from then).

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::agents::{Agents, LiveAgents, timestamp};
 use crate::aws::account::AccountId;
-use crate::proxy::forward::{Body, response};
 use crate::proxy::listener::serve_plain;
+use crate::upstream::{Body, response};
 
 /// Accept credential requests until the process ends.
 pub async fn serve_credentials(listener: TcpListener, agents: Arc<LiveAgents>) {

@@ -15,8 +15,8 @@ pub struct ErrorResponse {
 
 impl ErrorResponse {
     /// As an HTTP response (headers that are not valid values are left out).
-    pub fn into_response(self) -> http::Response<crate::proxy::forward::Body> {
-        let mut response = crate::proxy::forward::response(
+    pub fn into_response(self) -> http::Response<crate::upstream::Body> {
+        let mut response = crate::upstream::response(
             http::StatusCode::from_u16(self.status)
                 .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
             "text/plain",
@@ -117,4 +117,12 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// A plain refusal for a proxy-level problem (a CONNECT to a host not intercepted).
+pub fn plain_response(
+    status: http::StatusCode,
+    message: &str,
+) -> http::Response<crate::upstream::Body> {
+    crate::upstream::response(status, "text/plain", format!("{message}\n"))
 }

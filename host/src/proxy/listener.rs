@@ -6,8 +6,8 @@
 //! - the direct listener (`AWS_ENDPOINT_URL=https://127.0.0.1:PORT`): TLS with a
 //!   certificate for the name the client asks for (localhost, 127.0.0.1).
 //!
-//! Both speak HTTP/1.1 with keep-alive to the agent and hand every request to the
-//! [`Pipeline`]. Every wait on an agent is bounded ([`Connections`]): a request head
+//! Both speak HTTP/1.1 with keep-alive to the agent and hand every request to a
+//! [`Handler`] (in `sigward serve`, the pipeline, which sits above this module). Every wait on an agent is bounded ([`Connections`]): a request head
 //! within 30 s, a TLS handshake within `handshake_timeout`; at `max_connections` the
 //! listeners stop accepting until a connection ends; a failed accept (the open-file limit)
 //! backs off instead of spinning.
@@ -29,9 +29,34 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::errors::plain_response;
 use crate::config::Connections;
-use crate::pipeline::{Arrival, Pipeline, plain_response};
 use crate::tls::LeafResolver;
+use crate::upstream::Body;
+
+/// How the connection a request came on was opened.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Index into the handler's routes ([`Handler::route_for`]).
+    pub route: usize,
+    /// The host of the CONNECT tunnel; `None` on the direct (`AWS_ENDPOINT_URL`) listener,
+    /// where the host comes from the credential scope.
+    pub tunnel_host: Option<String>,
+}
+
+/// What the listeners hand each request to.
+pub trait Handler: Send + Sync + 'static {
+    /// The route for a CONNECT to `host`, or else the host patterns that are intercepted
+    /// (for the refusal's message).
+    fn route_for(&self, host: &str) -> Result<usize, Vec<String>>;
+
+    /// Answer one request that arrived as `arrival` says.
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        arrival: &Arrival,
+    ) -> impl Future<Output = http::Response<Body>> + Send;
+}
 
 /// The TLS side of both listeners.
 #[derive(Debug, Clone)]
@@ -133,7 +158,12 @@ impl Gate {
 }
 
 /// Accept forward-proxy connections until the process ends.
-pub async fn serve_proxy(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls, gate: Gate) {
+pub async fn serve_proxy<H: Handler>(
+    listener: TcpListener,
+    pipeline: Arc<H>,
+    tls: Tls,
+    gate: Gate,
+) {
     loop {
         let (stream, peer, permit) = gate.accept(&listener).await;
         let pipeline = Arc::clone(&pipeline);
@@ -165,14 +195,14 @@ pub async fn serve_proxy(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tl
 
 /// Answer one request on the proxy port: a CONNECT to an intercepted host opens a
 /// terminated tunnel; anything else is refused with a reason.
-fn connect(
+fn connect<H: Handler>(
     request: Request<Incoming>,
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<H>,
     tls: Tls,
     peer: SocketAddr,
     handshake: Duration,
     permit: Arc<OwnedSemaphorePermit>,
-) -> http::Response<crate::proxy::forward::Body> {
+) -> http::Response<Body> {
     if request.method() != Method::CONNECT {
         return plain_response(
             StatusCode::BAD_REQUEST,
@@ -186,20 +216,18 @@ fn connect(
         );
     };
     let host = authority.host().to_ascii_lowercase();
-    let Some(route) = pipeline.route_for(&host) else {
-        let patterns: Vec<&str> = pipeline
-            .routes
-            .iter()
-            .flat_map(|r| r.endpoint.hosts.iter().map(String::as_str))
-            .collect();
-        tracing::info!(target: "sigward::request", %peer, host = %authority, "refused: host not intercepted");
-        return plain_response(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "sigward: {authority} is not a host any endpoint intercepts ({}); sigward opens no blind tunnels",
-                patterns.join(", ")
-            ),
-        );
+    let route = match pipeline.route_for(&host) {
+        Ok(route) => route,
+        Err(patterns) => {
+            tracing::info!(target: "sigward::request", %peer, host = %authority, "refused: host not intercepted");
+            return plain_response(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "sigward: {authority} is not a host any endpoint intercepts ({}); sigward opens no blind tunnels",
+                    patterns.join(", ")
+                ),
+            );
+        }
     };
     let tunnel_host = if authority.port_u16().is_none_or(|p| p == 443) {
         host.clone()
@@ -238,7 +266,12 @@ fn connect(
 
 /// Accept direct (`AWS_ENDPOINT_URL`) connections until the process ends; requests go
 /// to the first endpoint.
-pub async fn serve_direct(listener: TcpListener, pipeline: Arc<Pipeline>, tls: Tls, gate: Gate) {
+pub async fn serve_direct<H: Handler>(
+    listener: TcpListener,
+    pipeline: Arc<H>,
+    tls: Tls,
+    gate: Gate,
+) {
     let acceptor = TlsAcceptor::from(Arc::clone(&tls.base));
     loop {
         let (stream, _, permit) = gate.accept(&listener).await;
@@ -251,18 +284,18 @@ pub async fn serve_direct(listener: TcpListener, pipeline: Arc<Pipeline>, tls: T
                 route: 0,
                 tunnel_host: None,
             };
-            terminate::<TcpStream>(stream, acceptor, handshake, pipeline, arrival).await;
+            terminate::<TcpStream, H>(stream, acceptor, handshake, pipeline, arrival).await;
             drop(permit);
         });
     }
 }
 
 /// TLS-terminate `io` (the handshake bounded by `handshake`) and serve HTTP/1.1 on it.
-async fn terminate<IO>(
+async fn terminate<IO, H: Handler>(
     io: IO,
     acceptor: TlsAcceptor,
     handshake: Duration,
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<H>,
     arrival: Arrival,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -301,7 +334,7 @@ async fn terminate<IO>(
 pub async fn serve_plain<F, Fut>(listener: TcpListener, what: &'static str, handle: F)
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = http::Response<crate::proxy::forward::Body>> + Send,
+    Fut: std::future::Future<Output = http::Response<crate::upstream::Body>> + Send,
 {
     loop {
         let (stream, peer) = match listener.accept().await {

@@ -1,4 +1,5 @@
-//! The upstream side: one keep-alive HTTP/1.1 client per endpoint (hyper + rustls with the
+//! The upstream side, below both the proxy and [`crate::aws`] (STS uses it too): one
+//! keep-alive HTTP/1.1 client per endpoint (hyper + rustls with the
 //! webpki roots) that sends re-signed requests to the real host — or, when the endpoint
 //! sets `upstream`, to that URL for every host, keeping the original `Host` — optionally
 //! through an egress proxy (`dial_via`, HTTP CONNECT): the brokered dial. STS calls take
