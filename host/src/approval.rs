@@ -374,6 +374,11 @@ async fn deliver_decisions(
         let Some(database) = approvals.shared.clone() else {
             return;
         };
+        let via = if only.is_some() {
+            "notification"
+        } else {
+            "poll"
+        };
         let ids: Vec<String> = match only {
             Some(id) => vec![id],
             None => approvals.waiting_ids(),
@@ -401,7 +406,9 @@ async fn deliver_decisions(
         if let Ok(rows) = rows {
             for row in rows {
                 if let Some(decision) = decision_of(row.get(1), row.get(2), row.get(3)) {
-                    approvals.deliver(row.get(0), decision);
+                    let id: &str = row.get(0);
+                    tracing::info!(target: "sigward::approval", id, via, approved = decision.approved, by = %decision.by, "decided on another replica");
+                    approvals.deliver(id, decision);
                 }
             }
         }

@@ -50,7 +50,22 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sigward");
+        Self::for_replica(None)
+    }
+
+    /// Every metric labelled `replica="NAME"` when more than one sigward shares state.
+    pub fn for_replica(replica: Option<String>) -> Self {
+        let mut registry = match replica {
+            Some(name) => Registry::with_prefix_and_labels(
+                "sigward",
+                [(
+                    std::borrow::Cow::Borrowed("replica"),
+                    std::borrow::Cow::Owned(name),
+                )]
+                .into_iter(),
+            ),
+            None => Registry::with_prefix("sigward"),
+        };
         let requests = Family::<Labels, Counter>::default();
         registry.register(
             "requests",

@@ -227,7 +227,7 @@ impl Pipeline {
             issued,
             approvals,
             audit,
-            metrics: Metrics::new(),
+            metrics: Metrics::for_replica(config.cluster.as_ref().map(|c| c.replica.clone())),
             policies,
             request_ids: AtomicU64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             body_timeout: config.connections.body_timeout,

@@ -70,16 +70,35 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             problems.push(format!("audit.path: {}: {problem}", path.display()));
         }
     }
-    let issued = match AgentStore::for_config(&config).load() {
-        Ok(agents) => agents
-            .records()
-            .iter()
-            .filter(|r| r.revoked_at.is_none())
-            .count(),
-        Err(e) => {
-            problems.push(format!("state.dir: agents: {e}"));
-            0
-        }
+    // [cluster]: the database must answer, at a schema this build knows, with the rights
+    // sigward needs. Checking migrates nothing.
+    let shared_issued = match &config.cluster {
+        Some(cluster) => match database_problems(cluster) {
+            Ok((found, issued)) => {
+                problems.extend(found);
+                issued
+            }
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        },
+        None => None,
+    };
+    let issued = match shared_issued {
+        Some(issued) => issued,
+        None if config.cluster.is_some() => 0,
+        None => match AgentStore::new(&config.state_dir).load() {
+            Ok(agents) => agents
+                .records()
+                .iter()
+                .filter(|r| r.revoked_at.is_none())
+                .count(),
+            Err(e) => {
+                problems.push(format!("state.dir: agents: {e}"));
+                0
+            }
+        },
     };
 
     let mut out = std::io::stdout();
@@ -98,4 +117,94 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What is wrong with `[cluster]`'s database, and how many active agents it holds (when
+/// its schema has them).
+fn database_problems(
+    cluster: &crate::config::Cluster,
+) -> Result<(Vec<String>, Option<usize>), String> {
+    use crate::state::database::SCHEMA_VERSION;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cluster.database: {e}"))?;
+    runtime.block_on(async {
+        let database = crate::state::Database::connect(cluster)
+            .await
+            .map_err(|e| format!("cluster.database: {e}"))?;
+        let version = database
+            .schema_version()
+            .await
+            .map_err(|e| format!("cluster.database: {e}"))?;
+        let mut problems = Vec::new();
+        if version > SCHEMA_VERSION {
+            problems.push(format!(
+                "cluster.database: schema version {version} is newer than this sigward knows ({SCHEMA_VERSION}): upgrade sigward"
+            ));
+            return Ok((problems, None));
+        }
+        // Before the first `serve`, sigward creates its tables; after it, it reads and
+        // writes them.
+        let rights = database
+            .run(async move |client| {
+                let row = client
+                    .query_one(
+                        "SELECT has_database_privilege(current_database(), 'CONNECT,TEMPORARY'), \
+                         has_schema_privilege('public', 'CREATE')",
+                        &[],
+                    )
+                    .await?;
+                let mut missing: Vec<String> = Vec::new();
+                let mut agents_readable = true;
+                if !row.get::<_, bool>(0) {
+                    missing.push("CONNECT on the database".into());
+                }
+                if version < SCHEMA_VERSION && !row.get::<_, bool>(1) {
+                    missing.push("CREATE on schema public (to create sigward's tables)".into());
+                }
+                for table in ["replicas", "approvals", "agents", "settings", "audit"] {
+                    let exists = client
+                        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                        .await?
+                        .get::<_, bool>(0);
+                    if exists
+                        && !client
+                            .query_one(
+                                "SELECT has_table_privilege($1, 'SELECT,INSERT,UPDATE')",
+                                &[&table],
+                            )
+                            .await?
+                            .get::<_, bool>(0)
+                    {
+                        missing.push(format!("SELECT, INSERT and UPDATE on {table}"));
+                        agents_readable &= table != "agents";
+                    }
+                }
+                let issued = if version >= 2 && agents_readable {
+                    let row = client
+                        .query_one("SELECT count(*) FROM agents WHERE revoked_at IS NULL", &[])
+                        .await?;
+                    Some(row.get::<_, i64>(0).max(0) as usize)
+                } else {
+                    None
+                };
+                Ok((missing, issued))
+            })
+            .await
+            .map_err(|e| format!("cluster.database: {e}"))?;
+        let (missing, issued) = rights;
+        if !missing.is_empty() {
+            problems.push(format!(
+                "cluster.database: the user lacks {}",
+                missing.join(", ")
+            ));
+        }
+        if version < SCHEMA_VERSION {
+            tracing::info!(
+                "cluster.database: schema version {version}; the next `sigward serve` migrates it to {SCHEMA_VERSION}"
+            );
+        }
+        Ok((problems, issued))
+    })
 }

@@ -8,6 +8,7 @@ mod authorizer;
 mod browser;
 mod cli;
 mod clients;
+mod cluster;
 mod delivery;
 mod differential;
 mod e2e;
