@@ -49,6 +49,9 @@ pub struct Cluster {
     /// Past this without reaching the database, issued keys are refused (config agents
     /// keep working).
     pub grace: Duration,
+    /// The certificates the database's TLS certificate must chain to; default: the
+    /// public web roots (webpki-roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -350,6 +353,7 @@ struct RawCluster {
     password_env: Option<String>,
     replica: Option<String>,
     grace: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -890,11 +894,24 @@ impl RawCluster {
                 .map_err(|e| ConfigError(format!("cluster.grace: {e}")))?,
             None => Duration::from_secs(5),
         };
+        let ca_file = self.ca_file.map(|file| match base {
+            Some(base) if file.is_relative() => base.join(file),
+            _ => file,
+        });
+        if let Some(file) = &ca_file
+            && !file.is_file()
+        {
+            return Err(ConfigError(format!(
+                "cluster.ca_file: {} is not a file",
+                file.display()
+            )));
+        }
         Ok(Cluster {
             database: url.to_string(),
             password,
             replica,
             grace,
+            ca_file,
         })
     }
 }

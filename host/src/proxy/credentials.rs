@@ -67,6 +67,13 @@ fn answer(request: &Request<Incoming>, live: &LiveAgents) -> (StatusCode, serde_
     };
     let agents = match live.current() {
         Ok(agents) => agents,
+        Err(crate::agents::AgentError::Database(why)) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("issued keys cannot be handed out now: {why}"),
+            );
+        }
         Err(e) => {
             return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt as _;
 use tokio::sync::broadcast;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::Cluster;
 
@@ -68,6 +69,43 @@ pub struct Database {
     events: broadcast::Sender<Event>,
     /// Whether the listening connection is up (the agents cache goes stale without it).
     listening: AtomicBool,
+    tls: MakeRustlsConnect,
+}
+
+/// TLS to the database (rustls): used as the URL's `sslmode` says — `require` insists,
+/// `prefer` (the default) uses it when the server offers it, `disable` never. The
+/// server's certificate is always verified, against `ca_file` or the web's roots.
+fn tls(cluster: &Cluster) -> Result<MakeRustlsConnect, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    match &cluster.ca_file {
+        Some(file) => {
+            let certificates = CertificateDer::pem_file_iter(file)
+                .map_err(|e| format!("cluster.ca_file {}: {e}", file.display()))?;
+            for certificate in certificates {
+                let certificate =
+                    certificate.map_err(|e| format!("cluster.ca_file {}: {e}", file.display()))?;
+                roots
+                    .add(certificate)
+                    .map_err(|e| format!("cluster.ca_file {}: {e}", file.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "cluster.ca_file {}: no certificate in it",
+                    file.display()
+                ));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 fn error_text(error: &dyn std::error::Error) -> String {
@@ -89,11 +127,21 @@ impl Database {
         if let Some(password) = &cluster.password {
             config.password(password.as_bytes());
         }
+        let remote = config.get_hosts().iter().any(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => {
+                !matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
+            }
+            tokio_postgres::config::Host::Unix(_) => false,
+        });
+        if remote && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+            tracing::warn!(target: "sigward::cluster", url = %url, "the database is not on this machine and its URL does not say sslmode=require: the connection may be unencrypted");
+        }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name(format!("sigward-{}", cluster.replica));
+        let tls = tls(cluster).map_err(unavailable)?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -114,6 +162,7 @@ impl Database {
             config,
             events,
             listening: AtomicBool::new(false),
+            tls,
         });
         drop(database.client().await?);
         Ok(database)
@@ -258,7 +307,7 @@ impl Database {
 
     async fn listen_once(&self) -> Result<(), String> {
         let (client, mut connection) =
-            tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(NoTls))
+            tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(self.tls.clone()))
                 .await
                 .map_err(|_| "connecting timed out".to_string())?
                 .map_err(|e| error_text(&e))?;

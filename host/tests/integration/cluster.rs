@@ -44,6 +44,12 @@ struct Postgres {
 impl Postgres {
     /// `None` outside `scripts/test` (CI requires it): `scripts/postgres-env` installs it.
     fn start() -> Option<Postgres> {
+        Self::start_with(false)
+    }
+
+    /// With `tls`, the server takes TLS connections only (a certificate for 127.0.0.1 from
+    /// a CA minted here, in `ca.pem` beside the data): `hostssl` in, `hostnossl` rejected.
+    fn start_with(tls: bool) -> Option<Postgres> {
         let Some(bin) = std::env::var_os("SIGWARD_TEST_POSTGRES_BIN").map(PathBuf::from) else {
             assert!(
                 std::env::var_os("SIGWARD_REQUIRE_MODEL_CHECK").is_none(),
@@ -100,8 +106,53 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
+        if tls {
+            pg.serve_tls();
+        }
         pg.up();
         Some(pg)
+    }
+
+    fn ca_pem(&self) -> PathBuf {
+        self._dir.path().join("ca.pem")
+    }
+
+    fn serve_tls(&self) {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cluster test CA");
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("leaf");
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf = params.signed_by(&key, &issuer).expect("leaf cert");
+        std::fs::write(self.ca_pem(), ca.pem()).expect("ca.pem");
+        let (cert_file, key_file) = (self.data.join("server.crt"), self.data.join("server.key"));
+        std::fs::write(&cert_file, leaf.pem()).expect("server.crt");
+        std::fs::write(&key_file, key.serialize_pem()).expect("server.key");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("pg_hba.conf");
+        let mut conf = std::fs::read_to_string(self.data.join("postgresql.conf")).expect("conf");
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(self.data.join("postgresql.conf"), conf).expect("conf");
+        if self.as_postgres {
+            for file in [&cert_file, &key_file] {
+                let status = Command::new("chown")
+                    .args(["postgres:", &file.display().to_string()])
+                    .status()
+                    .expect("chown");
+                assert!(status.success());
+            }
+        }
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Output {
@@ -757,6 +808,7 @@ fn migrations_from_empty_and_from_the_previous_version_and_check() {
         password: Some(pg.password.clone()),
         replica: "m".into(),
         grace: Duration::from_secs(5),
+        ca_file: None,
     };
     use sigward::state::Database;
     use sigward::state::database::SCHEMA_VERSION;
@@ -898,4 +950,48 @@ fn migrations_from_empty_and_from_the_previous_version_and_check() {
         "{}",
         String::from_utf8_lossy(&refused.stdout)
     );
+}
+
+#[test]
+fn the_database_over_tls() {
+    let Some(pg) = Postgres::start_with(true) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |query: &str, ca: Option<&Path>| {
+        let path = dir.path().join("sigward.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[state]\ndir = \"{state}\"\n[cluster]\ndatabase = \"postgres://postgres@127.0.0.1:{port}/postgres{query}\"\n\
+                 password_file = \"{password}\"\nreplica = \"t\"\n{ca}",
+                state = dir.path().join("state").display(),
+                port = pg.port,
+                password = pg.password_file.display(),
+                ca = ca.map_or(String::new(), |c| format!("ca_file = \"{}\"\n", c.display())),
+            ),
+        )
+        .expect("config");
+        sigward(&["check", "--config", &path.display().to_string()])
+    };
+    // Required and verified against the server's CA: connected.
+    let said = ok(
+        &check("?sslmode=require", Some(&pg.ca_pem())),
+        "check over TLS",
+    );
+    assert!(said.contains(": ok"), "{said}");
+    // The same server not trusted (the web's roots): refused, saying why.
+    let refused = check("?sslmode=require", None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.contains("cluster.database") && said.contains("certificate"),
+        "{said}"
+    );
+    // TLS off, to a server that takes only TLS: refused.
+    let refused = check("?sslmode=disable", Some(&pg.ca_pem()));
+    assert!(!refused.status.success());
+    // The default (prefer) uses TLS when the server offers it.
+    let said = ok(&check("", Some(&pg.ca_pem())), "check, sslmode prefer");
+    assert!(said.contains(": ok"), "{said}");
 }
