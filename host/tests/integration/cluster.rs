@@ -950,6 +950,14 @@ fn migrations_from_empty_and_from_the_previous_version_and_check() {
         "{}",
         String::from_utf8_lossy(&refused.stdout)
     );
+    // …and serve does not start without its database.
+    let served = Command::new("timeout")
+        .args(["30", SIGWARD, "serve", "--config", &path.display().to_string()])
+        .output()
+        .expect("serve");
+    assert!(!served.status.success(), "{served:?}");
+    let said = String::from_utf8_lossy(&served.stderr);
+    assert!(said.contains("the database postgres://postgres@127.0.0.1:"), "{said}");
 }
 
 #[test]
