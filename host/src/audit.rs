@@ -437,6 +437,10 @@ pub struct Intact {
 
 /// Check the chain of the log at `path`; the error names the first bad line (1-based).
 pub fn verify(path: &Path) -> Result<Intact, AuditError> {
+    verify_text(path, &read_log(path)?)
+}
+
+fn read_log(path: &Path) -> Result<String, AuditError> {
     let mut text = String::new();
     File::open(path)
         .and_then(|mut f| f.read_to_string(&mut text))
@@ -444,7 +448,7 @@ pub fn verify(path: &Path) -> Result<Intact, AuditError> {
             path: path.to_path_buf(),
             error,
         })?;
-    verify_text(path, &text)
+    Ok(text)
 }
 
 /// Check the chain of a log's `text` (named `path` in messages): a file's, or one
@@ -529,14 +533,7 @@ pub struct Replayed {
 /// Evaluate every recorded facet again with the recorded modules (from `store`, by
 /// digest), settings and limits, and compare each policy's verdict.
 pub fn replay(path: &Path, engine: &Engine, store: &Path) -> Result<Replayed, AuditError> {
-    let mut text = String::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .map_err(|error| AuditError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-    replay_text(path, &text, engine, store)
+    replay_text(path, &read_log(path)?, engine, store)
 }
 
 /// [`replay`] of a log's `text` (named `path` in messages).

@@ -16,38 +16,36 @@ use crate::policy::Engine;
 pub enum AuditCommand {
     /// Check the log's hash chain; exit 1 naming the first altered, removed or reordered line.
     /// With `--database`, every replica's chain in `[cluster]`'s database.
-    Verify {
-        #[arg(required_unless_present = "database")]
-        path: Option<PathBuf>,
-        /// Verify every replica's records in the config's `[cluster]` database.
-        #[arg(long, conflicts_with = "path")]
-        database: bool,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Verify(LogArgs),
     /// Evaluate every recorded facet again with the recorded modules and settings; exit 1
-    /// if any verdict differs. With `--database`, every replica's records.
-    Replay {
-        #[arg(required_unless_present = "database")]
-        path: Option<PathBuf>,
-        /// Replay every replica's records in the config's `[cluster]` database (with the
-        /// modules in this machine's module store).
-        #[arg(long, conflicts_with = "path")]
-        database: bool,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    /// if any verdict differs. With `--database`, every replica's records (with the
+    /// modules in this machine's module store).
+    Replay(LogArgs),
+}
+
+/// Which log: a file, or every replica's records in the database.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    #[arg(required_unless_present = "database")]
+    path: Option<PathBuf>,
+    /// Every replica's records in the config's `[cluster]` database.
+    #[arg(long, conflicts_with = "path")]
+    database: bool,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 /// The logs to read: the file, or each replica's records in the database (named
 /// `database:REPLICA`).
 fn logs(
-    path: Option<PathBuf>,
-    database: bool,
-    config: &ConfigArg,
+    LogArgs {
+        path,
+        database,
+        config,
+    }: &LogArgs,
 ) -> anyhow::Result<Vec<(PathBuf, String)>> {
     if !database {
-        let path = path.context("a log file, or --database")?;
+        let path = path.clone().context("a log file, or --database")?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         return Ok(vec![(path, text)]);
@@ -77,13 +75,9 @@ fn logs(
 pub fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     match command {
-        AuditCommand::Verify {
-            path,
-            database,
-            config,
-        } => {
+        AuditCommand::Verify(args) => {
             let mut status = ExitCode::SUCCESS;
-            for (path, text) in logs(path, database, &config)? {
+            for (path, text) in logs(&args)? {
                 match audit::verify_text(&path, &text) {
                     Ok(intact) => {
                         writeln!(
@@ -106,13 +100,9 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(status)
         }
-        AuditCommand::Replay {
-            path,
-            database,
-            config,
-        } => {
-            let logs = logs(path, database, &config)?;
-            let config = config.load()?;
+        AuditCommand::Replay(args) => {
+            let logs = logs(&args)?;
+            let config = args.config.load()?;
             let mut options = config.engine_options();
             options.module_store = None;
             let engine = Engine::new(options)?;

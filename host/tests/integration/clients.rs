@@ -148,40 +148,19 @@ fn world(venv: &Path) -> World {
     let moto = Moto::start(venv, dir.path(), &["111111111111", "222222222222"]);
     let verifier = Verifier::start(dir.path(), &moto);
     let (listen, credentials) = (free_port(), free_port());
-    let text = format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:{listen}"
-endpoint_listen = "127.0.0.1:0"
-credentials_listen = "127.0.0.1:{credentials}"
-
-[state]
-dir = "{state}"
-
-[credential.base]
-access_key_id = "{id}"
-secret_access_key = "{secret}"
-
-[[endpoint]]
-name = "clients"
-hosts = ["*.amazonaws.com"]
-role = "sigward-gateway"
-region = "us-east-1"
-credential = "base"
-accounts = ["111111111111=prod", "222222222222=staging"]
-upstream = "{upstream}"
-policies = [{{ module = "builtin:no-secrets" }}]
-
-[[agent]]
-name = "claude"
-access_key_ids = ["AKIA111111111111XXXX", "AKIA222222222222XXXX"]
-secret_access_key = "{AGENT_SECRET}"
-"#,
-        state = dir.path().join("state").display(),
-        id = moto.base_key.0,
-        secret = moto.base_key.1,
-        upstream = verifier.url,
+    let text = crate::e2e::config(
+        dir.path(),
+        &moto.base_key,
+        &verifier.url,
+        r#"{ module = "builtin:no-secrets" }"#,
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"\nendpoint_listen",
+        &format!(
+            "listen = \"127.0.0.1:{listen}\"\ncredentials_listen = \"127.0.0.1:{credentials}\"\nendpoint_listen"
+        ),
     );
+    assert!(text.contains("credentials_listen"), "{text}");
     let config = dir.path().join("sigward.toml");
     std::fs::write(&config, &text).expect("config");
     let config_arg = config.display().to_string();

@@ -23,12 +23,7 @@ use crate::support::eventually;
 
 const SIGWARD: &str = env!("CARGO_BIN_EXE_sigward");
 
-fn sigward(args: &[&str]) -> Output {
-    Command::new(SIGWARD)
-        .args(args)
-        .output()
-        .expect("run sigward")
-}
+use crate::delivery::sigward;
 
 /// A PostgreSQL server of this test's own.
 struct Postgres {
@@ -304,27 +299,27 @@ fn replica(
 
 /// The aws CLI with an issued key (as `sigward credentials` printed it) through `via`.
 fn with_key(venv: &Path, via: &Sigward, key: &serde_json::Value, args: &[&str]) -> Output {
-    let field = |name: &str| key[name].as_str().unwrap_or_default().to_string();
-    let mut command = Command::new(venv.join("bin/aws"));
-    clean_aws_env(&mut command);
-    command
-        .args(args)
-        .env("HTTPS_PROXY", &via.proxy)
-        .env("AWS_CA_BUNDLE", &via.ca)
-        .env("AWS_ACCESS_KEY_ID", field("AccessKeyId"))
-        .env("AWS_SECRET_ACCESS_KEY", field("SecretAccessKey"))
-        .env("AWS_SESSION_TOKEN", field("SessionToken"))
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/sigward-test")
-        .env("AWS_CONFIG_FILE", "/nonexistent/sigward-test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .expect("run aws")
+    crate::delivery::with_static_key(venv, &via.proxy, &via.ca, key, args)
 }
 
 fn config_arg(dir: &Path) -> String {
     dir.join("sigward.toml").display().to_string()
+}
+
+/// `sigward agent add bot --account prod` with replica `dir`'s config.
+fn add_bot(dir: &Path) {
+    ok(
+        &sigward(&[
+            "agent",
+            "add",
+            "bot",
+            "--account",
+            "prod",
+            "--config",
+            &config_arg(dir),
+        ]),
+        "agent add",
+    );
 }
 
 fn issue_key(dir: &Path) -> serde_json::Value {
@@ -343,20 +338,20 @@ fn issue_key(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&out).expect("credential_process JSON")
 }
 
+/// A call `builtin:read-only` holds for a human.
+const RUN_INSTANCES: &[&str] = &[
+    "ec2",
+    "run-instances",
+    "--image-id",
+    "ami-12c6146b",
+    "--count",
+    "1",
+    "--instance-type",
+    "t2.micro",
+];
+
 fn run_instances(agent: &Agent) -> std::process::Child {
-    agent.aws_spawn(
-        "prod",
-        &[
-            "ec2",
-            "run-instances",
-            "--image-id",
-            "ami-12c6146b",
-            "--count",
-            "1",
-            "--instance-type",
-            "t2.micro",
-        ],
-    )
+    agent.aws_spawn("prod", RUN_INSTANCES)
 }
 
 /// Lines in a replica's audit file, and its rows in the database.
@@ -468,18 +463,7 @@ fn replicas_share_approvals_agents_and_the_audit_trail() {
     );
 
     // A key issued through A works on B.
-    ok(
-        &sigward(&[
-            "agent",
-            "add",
-            "bot",
-            "--account",
-            "prod",
-            "--config",
-            &config_arg(&dir_a),
-        ]),
-        "agent add on A",
-    );
+    add_bot(&dir_a);
     let listed = ok(
         &sigward(&["agent", "list", "--config", &config_arg(&dir_b)]),
         "agent list on B",
@@ -682,18 +666,7 @@ fn a_dead_replica_and_a_database_that_goes_away() {
     assert_eq!(status, 404, "an abandoned approval was decided");
 
     // The database goes away under load.
-    ok(
-        &sigward(&[
-            "agent",
-            "add",
-            "bot",
-            "--account",
-            "prod",
-            "--config",
-            &config_arg(&dir_b),
-        ]),
-        "agent add",
-    );
+    add_bot(&dir_b);
     let key = issue_key(&dir_b);
     let agent_b = Agent::new(&venv, &dir_b, &b, AGENT_SECRET);
     ok(
@@ -710,19 +683,7 @@ fn a_dead_replica_and_a_database_that_goes_away() {
         );
     }
     // …a call that needs a human is refused: its approval cannot be shared…
-    let needs_approval = agent_b.aws(
-        "prod",
-        &[
-            "ec2",
-            "run-instances",
-            "--image-id",
-            "ami-12c6146b",
-            "--count",
-            "1",
-            "--instance-type",
-            "t2.micro",
-        ],
-    );
+    let needs_approval = agent_b.aws("prod", RUN_INSTANCES);
     crate::support::refused(
         &needs_approval,
         "ServiceUnavailable",
@@ -952,12 +913,21 @@ fn migrations_from_empty_and_from_the_previous_version_and_check() {
     );
     // …and serve does not start without its database.
     let served = Command::new("timeout")
-        .args(["30", SIGWARD, "serve", "--config", &path.display().to_string()])
+        .args([
+            "30",
+            SIGWARD,
+            "serve",
+            "--config",
+            &path.display().to_string(),
+        ])
         .output()
         .expect("serve");
     assert!(!served.status.success(), "{served:?}");
     let said = String::from_utf8_lossy(&served.stderr);
-    assert!(said.contains("the database postgres://postgres@127.0.0.1:"), "{said}");
+    assert!(
+        said.contains("the database postgres://postgres@127.0.0.1:"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::support::{http, refused};
 
 const SIGWARD: &str = env!("CARGO_BIN_EXE_sigward");
 
-fn sigward(args: &[&str]) -> Output {
+pub fn sigward(args: &[&str]) -> Output {
     Command::new(SIGWARD)
         .args(args)
         .output()
@@ -68,14 +68,26 @@ fn get_credentials(address: &str, path: &str, token: Option<&str>) -> (u16, Stri
     http(address, "GET", path, &auth, "")
 }
 
-/// A static key (as `sigward credentials` printed it) used directly: what an agent that
-/// kept a key after revocation or expiry would do.
-fn with_static_key(venv: &Path, proxy: &str, ca: &Path, key: &serde_json::Value) -> Output {
+/// A static key (as `sigward credentials` printed it) used directly by the aws CLI (`sts
+/// get-caller-identity` unless `args` says otherwise): what an agent that kept a key after
+/// revocation or expiry would do.
+pub fn with_static_key(
+    venv: &Path,
+    proxy: &str,
+    ca: &Path,
+    key: &serde_json::Value,
+    args: &[&str],
+) -> Output {
     let field = |name: &str| key[name].as_str().unwrap_or_default().to_string();
     let mut command = Command::new(venv.join("bin/aws"));
     clean_aws_env(&mut command);
+    let args = if args.is_empty() {
+        &["sts", "get-caller-identity"][..]
+    } else {
+        args
+    };
     command
-        .args(["sts", "get-caller-identity"])
+        .args(args)
         .env("HTTPS_PROXY", proxy)
         .env("AWS_CA_BUNDLE", ca)
         .env("AWS_ACCESS_KEY_ID", field("AccessKeyId"))
@@ -333,14 +345,26 @@ except urllib.error.HTTPError as e:
     .expect("credential_process JSON");
     assert_eq!(kept["Version"], 1);
     let (got, _) = caller_account(
-        &with_static_key(&venv, &sigward_process.proxy, &sigward_process.ca, &kept),
+        &with_static_key(
+            &venv,
+            &sigward_process.proxy,
+            &sigward_process.ca,
+            &kept,
+            &[],
+        ),
         "a kept key before revocation",
     );
     assert_eq!(got, "111111111111");
     let seen = moto.requests_seen();
     ok(&with_config(&["agent", "revoke", "bot"]), "agent revoke");
     refused(
-        &with_static_key(&venv, &sigward_process.proxy, &sigward_process.ca, &kept),
+        &with_static_key(
+            &venv,
+            &sigward_process.proxy,
+            &sigward_process.ca,
+            &kept,
+            &[],
+        ),
         "InvalidClientTokenId",
         "revoked",
         "a kept key after revocation",
@@ -365,7 +389,13 @@ except urllib.error.HTTPError as e:
     .expect("JSON");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     refused(
-        &with_static_key(&venv, &sigward_process.proxy, &sigward_process.ca, &brief),
+        &with_static_key(
+            &venv,
+            &sigward_process.proxy,
+            &sigward_process.ca,
+            &brief,
+            &[],
+        ),
         "InvalidClientTokenId",
         "expired",
         "an expired key",
