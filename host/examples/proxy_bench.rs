@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     }
     let sigward_bin = PathBuf::from(args.next().ok_or_else(|| {
         anyhow::anyhow!(
-            "usage: proxy_bench SIGWARD_BIN [MITMDUMP_BIN] [--seconds N] [--connections N]"
+            "usage: proxy_bench SIGWARD_BIN [MITMDUMP_BIN] [--seconds N] [--connections N] (SIGWARD_BENCH_CONFIG: more TOML for sigward)"
         )
     })?);
     let mut mitmdump = None;
@@ -376,8 +376,12 @@ policies = [{{ module = "builtin:no-secrets" }}]
 name = "bench"
 access_key_ids = ["{AGENT_KEY}"]
 secret_access_key = "{AGENT_SECRET}"
+{extra}
 "#,
-            dir.join("state").display()
+            dir.join("state").display(),
+            // More configuration to measure with (`[audit]`, `[cluster]`): its cost shows
+            // in sigward's row.
+            extra = std::env::var("SIGWARD_BENCH_CONFIG").unwrap_or_default(),
         ),
     )?;
     let mut child = Command::new(bin)
