@@ -233,3 +233,29 @@ pub async fn read_all(database: &Database) -> Result<Vec<(String, String)>, Stri
     }
     Ok(logs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records waiting for the database refuse requests only past the queue's bound, and
+    /// the refusal says why the database is behind.
+    #[test]
+    fn a_backlog_refuses_only_past_the_bound() {
+        let backlog = Backlog {
+            replica: "a".into(),
+            waiting: AtomicUsize::new(QUEUE - 1),
+            failure: Mutex::new(None),
+        };
+        assert_eq!(backlog.check(), Ok(()));
+        backlog.set_failure(Some("connection refused".into()));
+        backlog.waiting.fetch_add(1, Ordering::AcqRel);
+        let refused = backlog.check().expect_err("past the bound");
+        assert!(
+            refused.contains(&format!("{QUEUE} records behind"))
+                && refused.contains("connection refused"),
+            "{refused}"
+        );
+        assert_eq!(backlog.waiting(), QUEUE);
+    }
+}

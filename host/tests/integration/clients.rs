@@ -200,7 +200,7 @@ fn world(venv: &Path) -> World {
     std::fs::write(
         &credentials_file,
         format!(
-            "[a]\naws_access_key_id = AKIA111111111111XXXX\naws_secret_access_key = {AGENT_SECRET}\n\
+            "[a]\naws_access_key_id = AKIA111111111111XXXX\naws_secret_access_key = {AGENT_SECRET}\naws_account_id = 111111111111\n\
              [b]\naws_access_key_id = AKIA222222222222XXXX\naws_secret_access_key = {AGENT_SECRET}\n\
              [wrong]\naws_access_key_id = AKIA111111111111XXXX\naws_secret_access_key = not-the-secret\n"
         ),
@@ -472,6 +472,13 @@ fn scenario(client: Client) {
     let expected = if client == Client::CliV2 { 4 } else { 8 };
     assert_eq!(presigned, expected, "{client:?}: {kinds:?}");
     if client == Client::Js {
+        // With the account id known (aws_account_id in profile a), it reached DynamoDB at
+        // the account-based endpoint, as current SDKs do.
+        let hosts: Vec<&str> = records.iter().filter_map(|r| r["host"].as_str()).collect();
+        assert!(
+            hosts.contains(&"111111111111.ddb.us-east-1.amazonaws.com"),
+            "{hosts:?}"
+        );
         // Its streamed uploads (one per run but the last) reached moto aws-chunked, their
         // CRC32 trailers checked.
         let trailer = kinds
