@@ -128,6 +128,7 @@ async fn run(
         }
     }
     while let Some(first) = received.recv().await {
+        // What queued during the last round trip goes in one statement.
         let mut batch = first;
         while batch.len() < BATCH {
             match received.try_recv() {
@@ -170,20 +171,21 @@ async fn insert_until_taken(
     counted: bool,
 ) {
     let seqs: Vec<i64> = lines.iter().map(|(seq, _)| *seq as i64).collect();
-    let texts: Vec<String> = lines.iter().map(|(_, line)| line.clone()).collect();
+    let texts: Vec<&str> = lines.iter().map(|(_, line)| line.as_str()).collect();
+    let (replica, seqs, texts) = (&database.replica, &seqs, &texts);
     let mut failing = false;
     loop {
-        let (replica, seqs, texts) = (database.replica.clone(), seqs.clone(), texts.clone());
         let result = database
             .run(async move |client| {
-                client
-                    .execute(
+                // Prepared once per pooled connection, not per batch.
+                let insert = client
+                    .prepare_cached(
                         "INSERT INTO audit (replica, seq, line) \
                          SELECT $1, s, l FROM UNNEST($2::bigint[], $3::text[]) AS t(s, l) \
                          ON CONFLICT (replica, seq) DO NOTHING",
-                        &[&replica, &seqs, &texts],
                     )
-                    .await
+                    .await?;
+                client.execute(&insert, &[replica, seqs, texts]).await
             })
             .await;
         match result {
