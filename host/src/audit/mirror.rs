@@ -22,6 +22,8 @@ use crate::state::Database;
 const RETRY: Duration = Duration::from_millis(500);
 /// Lines per INSERT.
 const BATCH: usize = 500;
+/// How long `audit verify --database` may take to read every record.
+const READ_ALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What the writer thread hands the mirror: whole lines, with their seq.
 pub struct Sender {
@@ -110,22 +112,43 @@ async fn run(
             }
         }
     };
+    // The file is read as a stream, a batch at a time: a log of any size catches up in
+    // bounded memory, and the reading does not hold up the runtime.
     let mut sent = newest;
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let missing: Vec<(u64, String)> = text
-            .lines()
-            .filter_map(|line| {
-                let seq = serde_json::from_str::<serde_json::Value>(line).ok()?["seq"].as_u64()?;
-                (newest.is_none_or(|n| seq > n)).then(|| (seq, line.to_string()))
-            })
-            .collect();
-        if !missing.is_empty() {
-            tracing::info!(target: "sigward::audit", records = missing.len(), "sending the database what this replica's log holds beyond it");
+    let (chunks_tx, mut chunks) = mpsc::channel::<Vec<(u64, String)>>(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        let Ok(file) = std::fs::File::open(&path) else {
+            return;
+        };
+        let mut chunk = Vec::new();
+        for line in std::io::BufReader::new(file).lines() {
+            let Ok(line) = line else { break };
+            let seq = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|record| record["seq"].as_u64());
+            let Some(seq) = seq.filter(|seq| newest.is_none_or(|n| *seq > n)) else {
+                continue;
+            };
+            chunk.push((seq, line));
+            if chunk.len() == BATCH && chunks_tx.blocking_send(std::mem::take(&mut chunk)).is_err()
+            {
+                return;
+            }
         }
-        for chunk in missing.chunks(BATCH) {
-            insert_until_taken(&database, &backlog, chunk, false).await;
-            sent = chunk.last().map(|(seq, _)| *seq);
+        if !chunk.is_empty() {
+            let _ = chunks_tx.blocking_send(chunk);
         }
+    });
+    let mut caught_up = 0;
+    while let Some(chunk) = chunks.recv().await {
+        insert_until_taken(&database, &backlog, &chunk, false).await;
+        caught_up += chunk.len();
+        sent = chunk.last().map(|(seq, _)| *seq);
+    }
+    let _ = reader.await;
+    if caught_up > 0 {
+        tracing::info!(target: "sigward::audit", records = caught_up, "sent the database what this replica's log held beyond it");
     }
     while let Some(first) = received.recv().await {
         // What queued during the last round trip goes in one statement.
@@ -214,14 +237,18 @@ async fn insert_until_taken(
 /// Every replica's records in the database, each replica's in order: (replica, text of
 /// its log).
 pub async fn read_all(database: &Database) -> Result<Vec<(String, String)>, String> {
-    let rows = database
-        .run(async |client| {
-            client
-                .query("SELECT replica, line FROM audit ORDER BY replica, seq", &[])
-                .await
-        })
+    // Not the usual 5 s bound: a long trail takes longer to read than one statement.
+    let client = database.client().await.map_err(|e| e.to_string())?;
+    let query = client.query("SELECT replica, line FROM audit ORDER BY replica, seq", &[]);
+    let rows = tokio::time::timeout(READ_ALL_TIMEOUT, query)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| {
+            format!(
+                "reading the audit records took longer than {} s",
+                READ_ALL_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| crate::upstream::error_chain(&e))?;
     let mut logs: Vec<(String, String)> = Vec::new();
     for row in rows {
         let (replica, line): (String, String) = (row.get(0), row.get(1));

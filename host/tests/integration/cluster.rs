@@ -754,6 +754,33 @@ fn a_dead_replica_and_a_database_that_goes_away() {
         !log.contains(&pg.password),
         "the database password in the log"
     );
+
+    // Rows the database lost are sent again from the file when the replica next starts.
+    drop(b);
+    pg.psql(
+        "sigward_faults",
+        "DELETE FROM audit WHERE replica = 'b' AND seq > 1",
+    );
+    let (_, _b) = replica(root.path(), "b", &moto, &pg, &database, None, "3s");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let (file, rows) = audit_counts(&pg, "sigward_faults", &dir_b, "b");
+            file > 4 && file == rows
+        }),
+        "the restarted replica did not catch the database up: {:?}",
+        audit_counts(&pg, "sigward_faults", &dir_b, "b")
+    );
+    let said = ok(
+        &sigward(&[
+            "audit",
+            "verify",
+            "--database",
+            "--config",
+            &config_arg(&dir_b),
+        ]),
+        "audit verify --database after the catch-up",
+    );
+    assert!(said.contains("database:b: intact"), "{said}");
 }
 
 #[test]
