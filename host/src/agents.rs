@@ -374,7 +374,7 @@ impl AgentStore {
     pub fn load(&self) -> Result<Agents, AgentError> {
         if let Some(cluster) = &self.cluster {
             let keyring = self.load_keyring()?;
-            let records = shared::blocking(cluster, async |db| {
+            let records = shared::blocking(cluster, &self.dir, async |db| {
                 if let Some(keyring) = &keyring {
                     shared::check_keyring(db, &keyring.fingerprint(), false).await?;
                 }
@@ -459,7 +459,7 @@ impl AgentStore {
                 .ok_or(AgentError::MissingKeyring)?
                 .fingerprint();
             let added = record.clone();
-            shared::blocking(cluster, async move |db| {
+            shared::blocking(cluster, &self.dir, async move |db| {
                 shared::check_keyring(db, &fingerprint, true).await?;
                 shared::add_record(db, &added).await
             })?;
@@ -480,7 +480,7 @@ impl AgentStore {
     pub fn revoke(&self, name: &str, now: SystemTime) -> Result<AgentRecord, AgentError> {
         if let Some(cluster) = &self.cluster {
             let name = name.to_string();
-            return shared::blocking(cluster, async move |db| {
+            return shared::blocking(cluster, &self.dir, async move |db| {
                 shared::revoke_record(db, &name, unix(now)).await
             });
         }
@@ -531,7 +531,8 @@ impl AgentStore {
             })
     }
 
-    fn ensure_keyring(&self) -> Result<(), AgentError> {
+    /// Create the keyring if the state directory has none.
+    pub fn ensure_keyring(&self) -> Result<(), AgentError> {
         let path = self.key_path();
         if path.exists() {
             return Ok(());

@@ -52,6 +52,9 @@ pub struct Cluster {
     /// The certificates the database's TLS certificate must chain to; default: the
     /// public web roots (webpki-roots).
     pub ca_file: Option<PathBuf>,
+    /// With it, the CA and the keyring are kept in the database sealed with this key
+    /// (64 hex digits), and every replica takes them from there.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -354,6 +357,7 @@ struct RawCluster {
     replica: Option<String>,
     grace: Option<String>,
     ca_file: Option<PathBuf>,
+    secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -906,12 +910,20 @@ impl RawCluster {
                 file.display()
             )));
         }
+        let secrets_key_file = self.secrets_key_file.map(|file| match base {
+            Some(base) if file.is_relative() => base.join(file),
+            _ => file,
+        });
+        if let Some(file) = &secrets_key_file {
+            crate::state::secrets::SealingKey::load(file).map_err(ConfigError)?;
+        }
         Ok(Cluster {
             database: url.to_string(),
             password,
             replica,
             grace,
             ca_file,
+            secrets_key_file,
         })
     }
 }

@@ -7,5 +7,6 @@
 //! audit log ([`crate::audit`]) each take one or the other.
 
 pub mod database;
+pub mod secrets;
 
 pub use database::{Database, DbError, Event};

@@ -24,9 +24,11 @@ impl From<DbError> for AgentError {
 }
 
 /// Run `work` against the cluster's database from synchronous code (the `sigward agent`
-/// commands), on a runtime of its own.
+/// commands), on a runtime of its own, after taking the cluster's CA and keyring into
+/// `dir` when they are kept in the database.
 pub fn blocking<T>(
     cluster: &Cluster,
+    dir: &std::path::Path,
     work: impl AsyncFnOnce(&Database) -> Result<T, AgentError>,
 ) -> Result<T, AgentError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -36,8 +38,30 @@ pub fn blocking<T>(
     runtime.block_on(async {
         let database = Database::connect(cluster).await?;
         database.migrate(None).await?;
+        share_secrets(&database, cluster, dir).await?;
         work(&database).await
     })
+}
+
+/// With `secrets_key_file`: take the cluster's CA and keyring into `dir`, or (the first
+/// replica) share this one's ([`crate::state::secrets`]).
+pub async fn share_secrets(
+    database: &Database,
+    cluster: &Cluster,
+    dir: &std::path::Path,
+) -> Result<(), AgentError> {
+    let Some(key_path) = &cluster.secrets_key_file else {
+        return Ok(());
+    };
+    let key = crate::state::secrets::SealingKey::load(key_path).map_err(AgentError::Database)?;
+    crate::state::secrets::share(database, &key, key_path, dir, || {
+        crate::tls::CertificateAuthority::load_or_create(dir).map_err(|e| e.to_string())?;
+        super::AgentStore::new(dir)
+            .ensure_keyring()
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(AgentError::Database)
 }
 
 /// The cluster's keyring fingerprint is `fingerprint`, or (`register`) becomes it if no

@@ -33,6 +33,24 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::defaults(),
     };
+    // [cluster] secrets_key_file: the CA and keyring come from the database (or, on the
+    // first replica, go there) before anything loads them.
+    if let Some(cluster) = config
+        .cluster
+        .as_ref()
+        .filter(|c| c.secrets_key_file.is_some())
+    {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime")?
+            .block_on(async {
+                let database = crate::state::Database::connect(cluster).await?;
+                database.migrate(None).await?;
+                crate::agents::shared::share_secrets(&database, cluster, &config.state_dir).await?;
+                anyhow::Ok(())
+            })?;
+    }
     let ca = Arc::new(
         CertificateAuthority::load_or_create(&config.state_dir)
             .with_context(|| format!("state.dir {}", config.state_dir.display()))?,

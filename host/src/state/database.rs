@@ -23,7 +23,7 @@ mod embedded {
 }
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a replica says it is alive.

@@ -272,6 +272,34 @@ fn replica(
     copy_secrets_from: Option<&Path>,
     approval_timeout: &str,
 ) -> (PathBuf, Sigward) {
+    let text = replica_config(
+        root,
+        name,
+        moto,
+        pg,
+        database,
+        copy_secrets_from,
+        approval_timeout,
+        "",
+    );
+    let dir = root.join(name);
+    let process = Sigward::start(&dir, &text);
+    (dir, process)
+}
+
+/// Replica `name`'s config (its folder made, secrets copied in if asked); `cluster_extra`
+/// is added to its `[cluster]`.
+#[allow(clippy::too_many_arguments)]
+fn replica_config(
+    root: &Path,
+    name: &str,
+    moto: &Moto,
+    pg: &Postgres,
+    database: &str,
+    copy_secrets_from: Option<&Path>,
+    approval_timeout: &str,
+    cluster_extra: &str,
+) -> String {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("state")).expect("replica dir");
     // The CA and the keyring issued keys derive from: the same files on every replica.
@@ -281,20 +309,18 @@ fn replica(
                 .unwrap_or_else(|e| panic!("copy {file}: {e}"));
         }
     }
-    let text = approval_config(
+    approval_config(
         &dir,
         moto,
         POLICIES,
         &format!("approval_timeout = \"{approval_timeout}\""),
         &format!(
             "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n[audit]\npath = \"{audit}\"\n\n\
-             [cluster]\ndatabase = \"{database}\"\npassword_file = \"{password}\"\nreplica = \"{name}\"\ngrace = \"2s\"\n",
+             [cluster]\ndatabase = \"{database}\"\npassword_file = \"{password}\"\nreplica = \"{name}\"\ngrace = \"2s\"\n{cluster_extra}\n",
             audit = dir.join("audit.jsonl").display(),
             password = pg.password_file.display(),
         ),
-    );
-    let process = Sigward::start(&dir, &text);
-    (dir, process)
+    )
 }
 
 /// The aws CLI with an issued key (as `sigward credentials` printed it) through `via`.
@@ -797,6 +823,7 @@ fn migrations_from_empty_and_from_the_previous_version_and_check() {
         replica: "m".into(),
         grace: Duration::from_secs(5),
         ca_file: None,
+        secrets_key_file: None,
     };
     use sigward::state::Database;
     use sigward::state::database::SCHEMA_VERSION;
@@ -828,7 +855,7 @@ fn migrations_from_empty_and_from_the_previous_version_and_check() {
         "INSERT INTO agents (id, name, accounts, ttl_seconds, created_at) VALUES ('i1', 'kept', '[\"111111111111\"]', 60, 1)",
     );
     assert_eq!(
-        pg.psql("sigward_previous", "SELECT to_regclass('audit') IS NULL"),
+        pg.psql("sigward_previous", "SELECT to_regclass('secrets') IS NULL"),
         "t"
     );
     let version = runtime.block_on(async {
@@ -847,7 +874,7 @@ fn migrations_from_empty_and_from_the_previous_version_and_check() {
     assert_eq!(
         pg.psql(
             "sigward_previous",
-            "SELECT to_regclass('audit') IS NOT NULL"
+            "SELECT to_regclass('secrets') IS NOT NULL"
         ),
         "t"
     );
@@ -999,4 +1026,88 @@ fn the_database_over_tls() {
     // The default (prefer) uses TLS when the server offers it.
     let said = ok(&check("", Some(&pg.ca_pem())), "check, sslmode prefer");
     assert!(said.contains(": ok"), "{said}");
+}
+
+#[test]
+fn the_ca_and_keyring_sealed_in_the_database() {
+    let Some(venv) = venv() else { return };
+    let Some(pg) = Postgres::start() else { return };
+    let root = tempfile::tempdir().expect("tempdir");
+    let moto = Moto::start(&venv, root.path(), &["111111111111"]);
+    let database = pg.create_database("sigward_sealed");
+    let key = root.path().join("cluster.key");
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32))).expect("key");
+    let extra = format!("secrets_key_file = \"{}\"", key.display());
+    // Nothing copied between the replicas: only the key file is shared.
+    let start = |name: &str, extra: &str| {
+        let text = replica_config(root.path(), name, &moto, &pg, &database, None, "60s", extra);
+        let dir = root.path().join(name);
+        (dir.clone(), Sigward::start(&dir, &text))
+    };
+    let (dir_a, a) = start("a", &extra);
+    let (dir_b, b) = start("b", &extra);
+    for file in ["ca.pem", "ca.key", "agents.key"] {
+        assert_eq!(
+            std::fs::read(dir_a.join("state").join(file)).expect("a"),
+            std::fs::read(dir_b.join("state").join(file)).expect("b"),
+            "{file} differs"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&a.ca).expect("ca"),
+        std::fs::read(&b.ca).expect("ca")
+    );
+    // Sealed: nothing of the CA's key or the keyring is in the database in the clear.
+    let ca_key = std::fs::read_to_string(dir_a.join("state/ca.key")).expect("ca.key");
+    let body: String = ca_key.lines().nth(1).expect("a line of the key").into();
+    assert_eq!(
+        pg.psql(
+            "sigward_sealed",
+            &format!(
+                "SELECT count(*) FROM secrets WHERE position(convert_to('{body}', 'UTF8') IN sealed) > 0 \
+                 OR position(convert_to('PRIVATE KEY', 'UTF8') IN sealed) > 0"
+            )
+        ),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("sigward_sealed", "SELECT count(*) FROM secrets"),
+        "3"
+    );
+    // A key issued through A works on B.
+    add_bot(&dir_a);
+    let issued = issue_key(&dir_a);
+    let who = ok(
+        &with_key(&venv, &b, &issued, &["sts", "get-caller-identity"]),
+        "an issued key on B",
+    );
+    assert!(who.contains("sigward-bot"), "{who}");
+    // Another key opens nothing: that replica is refused at start, naming the file.
+    let wrong = root.path().join("wrong.key");
+    std::fs::write(&wrong, "a5".repeat(32)).expect("key");
+    let text = replica_config(
+        root.path(),
+        "c",
+        &moto,
+        &pg,
+        &database,
+        None,
+        "60s",
+        &format!("secrets_key_file = \"{}\"", wrong.display()),
+    );
+    let dir_c = root.path().join("c");
+    std::fs::write(dir_c.join("sigward.toml"), text).expect("config");
+    let served = Command::new("timeout")
+        .args(["30", SIGWARD, "serve", "--config", &config_arg(&dir_c)])
+        .output()
+        .expect("serve c");
+    assert!(
+        !served.status.success(),
+        "a replica with another key served"
+    );
+    let said = String::from_utf8_lossy(&served.stderr);
+    assert!(
+        said.contains("does not open the cluster's") && said.contains("wrong.key"),
+        "{said}"
+    );
 }
