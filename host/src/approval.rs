@@ -213,7 +213,7 @@ impl Approvals {
                 .map_err(|e| e.to_string())?;
             return Ok(rows
                 .iter()
-                .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
+                .filter_map(|row| serde_json::from_str(row.try_get::<_, &str>(0).ok()?).ok())
                 .collect());
         }
         let mut pending: Vec<Pending> = self.lock().values().map(|w| w.pending.clone()).collect();
@@ -264,7 +264,9 @@ impl Approvals {
                 if let Err(error) = database.notify(APPROVALS_CHANNEL, id).await {
                     tracing::warn!(target: "sigward::approval", id, %error, "decided, but the notification failed (the holding replica polls)");
                 }
-                serde_json::from_str::<Pending>(row.get::<_, &str>(0)).ok()
+                row.try_get::<_, &str>(0)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Pending>(text).ok())
             }
         };
         let Some(pending) = pending else {
@@ -340,7 +342,10 @@ async fn time_out(database: &Database, id: &str, timeout: Duration) -> Outcome {
                     &[&id],
                 )
                 .await?;
-            Ok(row.and_then(|r| decision_of(r.get(0), r.get(1), r.get(2))))
+            Ok(match row {
+                Some(r) => decision_of(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+                None => None,
+            })
         })
         .await;
     match result {
@@ -405,8 +410,15 @@ async fn deliver_decisions(
             .await;
         if let Ok(rows) = rows {
             for row in rows {
-                if let Some(decision) = decision_of(row.get(1), row.get(2), row.get(3)) {
-                    let id: &str = row.get(0);
+                let (Ok(id), Ok(status), Ok(by), Ok(reason)) = (
+                    row.try_get::<_, &str>(0),
+                    row.try_get(1),
+                    row.try_get(2),
+                    row.try_get(3),
+                ) else {
+                    continue;
+                };
+                if let Some(decision) = decision_of(status, by, reason) {
                     tracing::info!(target: "sigward::approval", id, via, approved = decision.approved, by = %decision.by, "decided on another replica");
                     approvals.deliver(id, decision);
                 }

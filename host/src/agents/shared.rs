@@ -86,7 +86,10 @@ pub async fn check_keyring(
             let row = client
                 .query_opt("SELECT value FROM settings WHERE name = 'keyring'", &[])
                 .await?;
-            Ok(row.map(|r| r.get(0)))
+            Ok(match row {
+                Some(r) => Some(r.try_get(0)?),
+                None => None,
+            })
         })
         .await?;
     match registered {
@@ -113,18 +116,22 @@ pub async fn load_records(database: &Database) -> Result<Vec<AgentRecord>, Agent
                 .await
         })
         .await?;
+    let bad = |e: tokio_postgres::Error| AgentError::Database(format!("the agents table: {e}"));
     rows.iter()
         .map(|row| {
-            let accounts: String = row.get(2);
+            let name: String = row.try_get(0).map_err(bad)?;
+            let accounts: String = row.try_get(2).map_err(bad)?;
             Ok(AgentRecord {
-                name: row.get(0),
-                id: row.get(1),
-                accounts: serde_json::from_str(&accounts).map_err(|e| {
-                    AgentError::Database(format!("agent {}: accounts: {e}", row.get::<_, &str>(0)))
-                })?,
-                ttl_seconds: row.get::<_, i64>(3).max(0) as u64,
-                created_at: row.get::<_, i64>(4).max(0) as u64,
-                revoked_at: row.get::<_, Option<i64>>(5).map(|t| t.max(0) as u64),
+                accounts: serde_json::from_str(&accounts)
+                    .map_err(|e| AgentError::Database(format!("agent {name}: accounts: {e}")))?,
+                name,
+                id: row.try_get(1).map_err(bad)?,
+                ttl_seconds: row.try_get::<_, i64>(3).map_err(bad)?.max(0) as u64,
+                created_at: row.try_get::<_, i64>(4).map_err(bad)?.max(0) as u64,
+                revoked_at: row
+                    .try_get::<_, Option<i64>>(5)
+                    .map_err(bad)?
+                    .map(|t| t.max(0) as u64),
             })
         })
         .collect()
@@ -175,7 +182,9 @@ pub async fn revoke_record(
     let Some(row) = revoked else {
         return Err(AgentError::Unknown(name.into()));
     };
-    let id: String = row.get(0);
+    let id: String = row
+        .try_get(0)
+        .map_err(|e| AgentError::Database(format!("the agents table: {e}")))?;
     database.notify(AGENTS_CHANNEL, name).await?;
     load_records(database)
         .await?

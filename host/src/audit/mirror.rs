@@ -179,7 +179,7 @@ async fn newest_seq(database: &Database) -> Result<Option<u64>, String> {
             let row = client
                 .query_one("SELECT MAX(seq) FROM audit WHERE replica = $1", &[&replica])
                 .await?;
-            Ok(row.get::<_, Option<i64>>(0).map(|s| s.max(0) as u64))
+            Ok(row.try_get::<_, Option<i64>>(0)?.map(|s| s.max(0) as u64))
         })
         .await
         .map_err(|e| e.to_string())
@@ -251,7 +251,10 @@ pub async fn read_all(database: &Database) -> Result<Vec<(String, String)>, Stri
         .map_err(|e| crate::upstream::error_chain(&e))?;
     let mut logs: Vec<(String, String)> = Vec::new();
     for row in rows {
-        let (replica, line): (String, String) = (row.get(0), row.get(1));
+        let (replica, line): (String, String) = (
+            row.try_get(0).map_err(|e| e.to_string())?,
+            row.try_get(1).map_err(|e| e.to_string())?,
+        );
         match logs.last_mut() {
             Some((name, text)) if *name == replica => {
                 text.push_str(&line);

@@ -157,17 +157,17 @@ fn database_problems(
                     .await?;
                 let mut missing: Vec<String> = Vec::new();
                 let mut agents_readable = true;
-                if !row.get::<_, bool>(0) {
+                if !row.try_get::<_, bool>(0)? {
                     missing.push("CONNECT on the database".into());
                 }
-                if version < SCHEMA_VERSION && !row.get::<_, bool>(1) {
+                if version < SCHEMA_VERSION && !row.try_get::<_, bool>(1)? {
                     missing.push("CREATE on schema public (to create sigward's tables)".into());
                 }
                 for table in ["replicas", "approvals", "agents", "settings", "audit"] {
                     let exists = client
                         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
                         .await?
-                        .get::<_, bool>(0);
+                        .try_get::<_, bool>(0)?;
                     if exists
                         && !client
                             .query_one(
@@ -175,7 +175,7 @@ fn database_problems(
                                 &[&table],
                             )
                             .await?
-                            .get::<_, bool>(0)
+                            .try_get::<_, bool>(0)?
                     {
                         missing.push(format!("SELECT, INSERT and UPDATE on {table}"));
                         agents_readable &= table != "agents";
@@ -185,7 +185,7 @@ fn database_problems(
                     let row = client
                         .query_one("SELECT count(*) FROM agents WHERE revoked_at IS NULL", &[])
                         .await?;
-                    Some(row.get::<_, i64>(0).max(0) as usize)
+                    Some(row.try_get::<_, i64>(0)?.max(0) as usize)
                 } else {
                     None
                 };

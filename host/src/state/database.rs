@@ -209,7 +209,7 @@ impl Database {
                     &[],
                 )
                 .await?
-                .get::<_, bool>(0);
+                .try_get::<_, bool>(0)?;
             if !exists {
                 return Ok(0);
             }
@@ -219,7 +219,7 @@ impl Database {
                     &[],
                 )
                 .await?;
-            Ok(row.get::<_, i32>(0))
+            row.try_get::<_, i32>(0)
         })
         .await
     }

@@ -107,8 +107,11 @@ async fn share_locked(
         .query("SELECT name, sealed FROM secrets", &[])
         .await
         .map_err(db)?;
-    let stored: std::collections::HashMap<String, Vec<u8>> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let stored: std::collections::HashMap<String, Vec<u8>> = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(db)?;
     if std::fs::create_dir_all(dir).is_err() {
         return Err(format!("state.dir {}: cannot be created", dir.display()));
     }
