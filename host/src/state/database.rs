@@ -137,6 +137,11 @@ impl Database {
             tracing::warn!(target: "sigward::cluster", url = %url, "the database is not on this machine and its URL does not say sslmode=require: the connection may be unencrypted");
         }
         config.connect_timeout(CONNECT_TIMEOUT);
+        // A connection whose peer vanished without a word (a partition) is found within
+        // seconds, not the system's two hours: the listening one above all, whose silence
+        // would otherwise look like a quiet cluster.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
         config.application_name(format!("sigward-{}", cluster.replica));
         let tls = tls(cluster).map_err(unavailable)?;
         let manager = Manager::from_config(

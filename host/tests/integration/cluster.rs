@@ -396,6 +396,30 @@ fn audit_counts(pg: &Postgres, database: &str, dir: &Path, name: &str) -> (usize
     (file, rows)
 }
 
+/// Replica `name`'s rows in the database catch up with its file (more than its first few
+/// lines), and `audit verify --database` finds its chain intact.
+fn caught_up_and_intact(pg: &Postgres, database: &str, dir: &Path, name: &str) {
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let (file, rows) = audit_counts(pg, database, dir, name);
+            file > 4 && file == rows
+        }),
+        "replica {name}'s audit rows did not catch up with its file: {:?}",
+        audit_counts(pg, database, dir, name)
+    );
+    let said = ok(
+        &sigward(&[
+            "audit",
+            "verify",
+            "--database",
+            "--config",
+            &config_arg(dir),
+        ]),
+        "audit verify --database",
+    );
+    assert!(said.contains(&format!("database:{name}: intact")), "{said}");
+}
+
 #[test]
 fn replicas_share_approvals_agents_and_the_audit_trail() {
     let Some(venv) = venv() else { return };
@@ -740,25 +764,7 @@ fn a_dead_replica_and_a_database_that_goes_away() {
         "issued keys did not recover with the database"
     );
     // What was recorded while the database was away reached it.
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let (file, rows) = audit_counts(&pg, "sigward_faults", &dir_b, "b");
-            file > 4 && file == rows
-        }),
-        "the audit rows did not catch up: {:?}",
-        audit_counts(&pg, "sigward_faults", &dir_b, "b")
-    );
-    let said = ok(
-        &sigward(&[
-            "audit",
-            "verify",
-            "--database",
-            "--config",
-            &config_arg(&dir_b),
-        ]),
-        "audit verify --database",
-    );
-    assert!(said.contains("database:b: intact"), "{said}");
+    caught_up_and_intact(&pg, "sigward_faults", &dir_b, "b");
 
     // A timeout is still a deny, decided in the row.
     let waited = run_instances(&agent_b).wait_with_output().expect("wait");
@@ -788,25 +794,7 @@ fn a_dead_replica_and_a_database_that_goes_away() {
         "DELETE FROM audit WHERE replica = 'b' AND seq > 1",
     );
     let (_, _b) = replica(root.path(), "b", &moto, &pg, &database, None, "3s");
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let (file, rows) = audit_counts(&pg, "sigward_faults", &dir_b, "b");
-            file > 4 && file == rows
-        }),
-        "the restarted replica did not catch the database up: {:?}",
-        audit_counts(&pg, "sigward_faults", &dir_b, "b")
-    );
-    let said = ok(
-        &sigward(&[
-            "audit",
-            "verify",
-            "--database",
-            "--config",
-            &config_arg(&dir_b),
-        ]),
-        "audit verify --database after the catch-up",
-    );
-    assert!(said.contains("database:b: intact"), "{said}");
+    caught_up_and_intact(&pg, "sigward_faults", &dir_b, "b");
 }
 
 #[test]
